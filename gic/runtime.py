@@ -1,0 +1,119 @@
+"""Process-level TensorFlow set-up: threads, GPU memory, precision and seeds.
+
+`configure_tensorflow` must run before the first TensorFlow op of a process: TensorFlow maps the
+whole GPU on first use, and thread pools cannot change once created. A trial of the search calls it
+first thing; `gic train` calls it too.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with stderr silenced: its C++ start-up banners (oneDNN, CUDA stubs) are
+    printed before its logging honours TF_CPP_MIN_LOG_LEVEL. Import errors still propagate."""
+    import sys
+
+    if "tensorflow" in sys.modules or os.environ.get("GIC_TF_VERBOSE"):
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_tensorflow_quietly()
+
+
+def configure_tensorflow(threads: int | None = None, gpu_memory_mb: int | None = None) -> None:
+    """Set CPU threads, GPU memory growth and an optional per-process GPU memory cap.
+
+    Args:
+        threads: intra-op threads (inter-op gets 2); None leaves TensorFlow's default (all cores).
+        gpu_memory_mb: cap on the memory of the first visible GPU, so that trials packed on one GPU
+            (fractional GPUs) do not take each other's memory. None: memory growth only.
+    """
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, int(threads)))
+        except RuntimeError:
+            pass  # already initialised in this process (a reused worker): keep what it has
+    for i, gpu in enumerate(tf.config.list_physical_devices("GPU")):
+        try:
+            if gpu_memory_mb and i == 0:
+                tf.config.set_logical_device_configuration(
+                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=int(gpu_memory_mb))])
+            else:
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # GPUs already initialised in this process: the first set-up stands
+
+
+@functools.lru_cache(maxsize=1)
+def has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=1)
+def auto_precision() -> str:
+    """bf16 where the hardware has fast bf16 (AMX / AVX512-BF16 CPUs, Ampere+ GPUs), fp16 on older
+    GPUs (with loss scaling), fp32 otherwise."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        return "bf16" if tuple(cc) >= (8, 0) else "fp16" if tuple(cc) >= (7, 0) else "fp32"
+    flags = _cpu_flags()
+    return "bf16" if {"amx_bf16", "avx512_bf16"} & flags else "fp32"
+
+
+def resolve_precision(precision: str) -> str:
+    return auto_precision() if precision == "auto" else precision
+
+
+KERAS_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and TensorFlow; optionally force deterministic TF kernels."""
+    import keras
+    import tensorflow as tf
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
