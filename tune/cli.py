@@ -1,0 +1,63 @@
+"""`gic-tune`: the distributed search over gic's two-phase trainer.
+
+    gic-tune run                                   # configs/demo.yaml: synthetic data, CPU, ~10 min
+    gic-tune run --config configs/search.yaml --address auto
+    gic-tune run --config configs/demo.yaml --resume   # continue an interrupted search
+    gic-tune run --set search.num_samples=4 --set trainer.phase1.epochs=1
+
+User mistakes print one line (`error: ...`) and exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from gic.cli import user_errors
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="gic-tune")
+def main() -> None:
+    """Search the VGG16 classifier's hyperparameters with Ray Tune, Optuna TPE and ASHA."""
+
+
+@main.command("run")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
+              show_default="configs/demo.yaml", help="Search file: trainer (or base), space, search.")
+@click.option("--name", default=None, help="Experiment name: results go to <storage_path>/<name>/ (default: search.name).")
+@click.option("--address", default=None, help="Ray cluster to join: `auto` or host:port. Default: a local Ray on 127.0.0.1.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Trials in total (search.num_samples).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted experiment of this name.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the search file, e.g. search.max_concurrent=4 or trainer.phase1.epochs=2.")
+@user_errors
+def run(config_path: Path, name: str | None, address: str | None, num_samples: int | None, resume: bool,
+        overrides: tuple[str, ...]) -> None:
+    """Run a search; print progress; write trials.csv and best_config.yaml."""
+    from tune.config import load_search_config
+
+    sets = list(overrides)
+    if num_samples is not None:
+        sets.append(f"search.num_samples={num_samples}")
+    spec = load_search_config(config_path, sets)
+    if resume and num_samples is not None:
+        click.echo("note: --num-samples is fixed when the experiment starts; --resume keeps the original", err=True)
+
+    from tune.search import run_search
+
+    command = " ".join(shlex.quote(a) for a in ["gic-tune", *sys.argv[1:]])
+    run_search(spec, name=name, address=address, resume=resume, echo=_echo, command=command)
+
+
+def _echo(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

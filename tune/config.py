@@ -1,0 +1,218 @@
+"""The search file: trainer config + search space + search settings, validated in one go.
+
+    base: baseline.yaml        # optional: a trainer YAML, relative to this file
+    trainer: {...}             # trainer keys on top of `base` (or of the defaults)
+    space: {...}               # see tune.space
+    search:
+      name: demo
+      num_samples: 8
+      max_concurrent: 2
+      ...
+
+`--set` overrides address the same tree: `search.num_samples=4`, `trainer.phase1.epochs=1`,
+`space.model.dropout_rate.high=0.3`. Unknown keys are refused, and every error is one line that names
+the key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gic.config import TrainConfig, format_validation_error, parse_overrides, read_yaml, set_dotted, validate_config
+from gic.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tune.space import SearchSpace, parse_space
+
+METRIC, MODE = "val_accuracy", "max"
+TOP_LEVEL_KEYS = ("base", "trainer", "space", "search")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Resources(_Strict):
+    """What one trial holds: CPUs and a (fractional) GPU share."""
+
+    cpu: float = Field(1.0, gt=0, description="CPUs per trial; also its TensorFlow thread count")
+    gpu: float = Field(0.0, ge=0, description="GPUs per trial: 0.25 packs four trials on one GPU")
+    # Each process pays for its own CUDA context and allocator slack outside TF's memory limit.
+    gpu_memory_margin_mb: int = Field(768, ge=0, description="subtracted from each trial's GPU share")
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        if value > 1 and not float(value).is_integer():
+            raise ValueError("a GPU share above 1 must be a whole number of GPUs (Ray cannot split 1.5 GPUs)")
+        return value
+
+
+class DebugSettings(_Strict):
+    """Fault injection for tests and drills; off by default."""
+
+    # A trial that has not been restored from a checkpoint raises at this epoch (once: the retry
+    # starts from its checkpoint). Needs a checkpoint before that epoch to end up finishing.
+    fail_once_at_epoch: int | None = Field(None, ge=2)
+
+
+class SearchSettings(_Strict):
+    name: str = "search"
+    num_samples: int = Field(16, ge=1, description="trials in total")
+    max_concurrent: int = Field(2, ge=1, description="trials running at once")
+    n_startup_trials: int = Field(8, ge=0, description="random trials before TPE models the results")
+    seed: int = 0
+    grace_period: int = Field(1, ge=1, description="epochs before ASHA may stop a trial")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/reduction_factor per rung")
+    resources_per_trial: Resources = Resources()
+    max_failures: int = Field(2, ge=0, description="retries of a crashed trial, each from its last checkpoint")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (the last epoch always saves)")
+    storage_path: str = Field("results", min_length=1, description="local folder, shared filesystem or cloud URI")
+    reuse_actors: bool = True  # warm workers: TF imported and base weights cached once per worker
+    address: str | None = None  # None: a local Ray; `auto` or host:port: join a cluster
+    debug: DebugSettings = DebugSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", value):
+            raise ValueError("expected letters, digits, '_', '-' or '.', starting with a letter or digit")
+        return value
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A validated search file."""
+
+    trainer: TrainConfig  # base trainer config with the space's fixed values applied
+    space: SearchSpace
+    search: SearchSettings
+    source: str
+
+    @property
+    def max_t(self) -> int:
+        """ASHA's budget: the longest a trial can run, E1 + E2 (E1 if no trial fine-tunes)."""
+        e1, e2 = self.trainer.phase1.epochs, self.trainer.phase2.epochs
+        dim = self.space.dimensions.get("phase2.unfreeze_layers")
+        may_fine_tune = self.trainer.phase2.unfreeze_layers > 0 if dim is None else (
+            max(dim.choices) > 0 if dim.kind == "categorical" else dim.high > 0)
+        return e1 + (e2 if e2 > 0 and may_fine_tune else 0)
+
+
+def gpu_memory_cap_mb(gpu_fraction: float, gpu_total_mb: int | None, margin_mb: int = 768) -> int | None:
+    """The TensorFlow memory cap of a trial that holds `gpu_fraction` of a GPU.
+
+    A trial with a whole GPU (or more, or none) gets no cap: memory growth is enough. A trial with a
+    fraction gets that share of the GPU minus a margin for its own CUDA context, which TensorFlow's
+    limit does not count: 0.25 of an 81920 MB GPU with a 768 MB margin is 19712 MB.
+
+    Raises:
+        ConfigError: when the share is smaller than the margin plus 256 MB of working memory.
+    """
+    if gpu_fraction <= 0 or gpu_fraction >= 1 or not gpu_total_mb:
+        return None
+    share = math.floor(gpu_fraction * gpu_total_mb)
+    cap = share - margin_mb
+    if cap < 256:
+        raise ConfigError(f"search.resources_per_trial.gpu = {gpu_fraction}: {share} MB of a {gpu_total_mb} MB GPU "
+                          f"leaves {cap} MB after the {margin_mb} MB margin; give each trial a larger share")
+    return cap
+
+
+def trials_per_gpu(gpu_fraction: float) -> int:
+    """How many trials Ray packs on one GPU at this share (0 for CPU-only trials)."""
+    if gpu_fraction <= 0:
+        return 0
+    if gpu_fraction >= 1:
+        return 1
+    return math.floor(1 / gpu_fraction + 1e-9)
+
+
+def cpu_threads(cpu: float) -> int:
+    """TensorFlow intra-op threads for a trial holding `cpu` CPUs: its share, at least one."""
+    return max(1, math.floor(cpu + 1e-9))
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
+    for key, value in parse_overrides(overrides).items():
+        top = key.split(".", 1)[0]
+        if top not in TOP_LEVEL_KEYS:
+            raise ConfigError(f"--set {key}: expected a key under {', '.join(TOP_LEVEL_KEYS)}, e.g. search.num_samples=4")
+        if top == "base":
+            raw["base"] = value
+            continue
+        if not isinstance(raw.get(top), dict):
+            raw[top] = {}
+        # `space.model.dropout_rate=0.3` fixes a dimension; `space.model.dropout_rate.high=0.3` edits it.
+        set_dotted(raw, key, value)
+
+
+def load_search_config(path: str | Path, overrides: list[str] | None = None) -> SearchSpec:
+    """Read and validate a search file (`base` + `trainer` + `space` + `search`) plus `--set` overrides.
+
+    Raises:
+        ConfigError: one line naming the file and key.
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with {', '.join(TOP_LEVEL_KEYS)}, got {type(raw).__name__}")
+    _apply_overrides(raw, overrides or [])
+    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; expected {', '.join(TOP_LEVEL_KEYS)}")
+
+    trainer_raw: dict[str, Any] = {}
+    if raw.get("base") is not None:
+        if not isinstance(raw["base"], str):
+            raise ConfigError(f"{path}: base = {raw['base']!r}: expected the path of a trainer YAML")
+        base_path = (path.parent / raw["base"]).resolve()
+        loaded = read_yaml(base_path)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{base_path}: expected a mapping of trainer keys")
+        trainer_raw = loaded or {}
+    trainer_over = raw.get("trainer") or {}
+    if not isinstance(trainer_over, dict):
+        raise ConfigError(f"{path}: trainer: expected a mapping of trainer keys")
+    for key, value in _flat_items(trainer_over):
+        set_dotted(trainer_raw, key, value)
+    trainer = validate_config(trainer_raw, f"{path}: trainer")
+
+    search_raw = raw.get("search") or {}
+    if not isinstance(search_raw, dict):
+        raise ConfigError(f"{path}: search: expected a mapping")
+    try:
+        search = SearchSettings.model_validate(search_raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, f"{path}: search")) from None
+
+    try:
+        space = parse_space(raw.get("space"), trainer)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if space.fixed:
+        from tune.space import apply_params
+
+        trainer = apply_params(trainer, space.fixed)
+    spec = SearchSpec(trainer=trainer, space=space, search=search, source=str(path))
+    if spec.max_t < 1:
+        raise ConfigError(f"{path}: trainer.phase1.epochs + phase2.epochs = 0: nothing to train")
+    if search.grace_period > spec.max_t:
+        raise ConfigError(f"{path}: search.grace_period = {search.grace_period}: expected at most E1+E2 = {spec.max_t}")
+    return spec
+
+
+def _flat_items(raw: dict[str, Any], prefix: str = ""):
+    """Leaves of a nested mapping as (dotted key, value); mappings of augmentation stay whole."""
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and name != "model.augmentation":
+            yield from _flat_items(value, f"{name}.")
+        else:
+            yield name, value

@@ -1,0 +1,198 @@
+"""Experiment folder -> trial table (DataFrame), trials.csv and best_config.yaml.
+
+One row per trial: its params, status (finished, stopped by ASHA, errored, running, pending), the
+epoch ASHA stopped it at, best and last val accuracy, epochs run and planned, wall time and node.
+The same row builder serves the live search (from Ray's Trial objects, see tune.search) and a folder
+on disk (from each trial's params.json and result.json), so a results folder copied from a
+cluster reads the same on a laptop with no Ray running.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from gic.config import TrainConfig, save_config
+from gic.errors import GicError
+
+from tune.trainable import HISTORY_KEY, PLANNED_KEY
+
+TRIALS_CSV = "trials.csv"
+BEST_CONFIG = "best_config.yaml"
+BASE_CONFIG = "base_config.yaml"  # the search's trainer config, written by the driver
+PARAM_PREFIX = "param."
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def trial_row(trial_id: str, params: dict[str, Any], status: str, last: dict[str, Any] | None,
+              error: str | None = None) -> dict[str, Any]:
+    """One row of the trial table.
+
+    Args:
+        trial_id: Ray's trial id.
+        params: the trial's searched params.
+        status: Ray's status (PENDING, RUNNING, PAUSED, TERMINATED, ERROR).
+        last: the trial's last reported result (None before its first epoch).
+        error: the first line of its error, if it errored.
+    """
+    last = last or {}
+    history = [h for h in last.get(HISTORY_KEY) or [] if h is not None]
+    epochs = int(last.get("training_iteration") or 0)
+    planned = int(last.get(PLANNED_KEY) or 0)
+    if status == "ERROR":
+        state = "errored"
+    elif status == "TERMINATED":
+        state = "stopped" if epochs and planned and epochs < planned else "finished"
+    else:
+        state = status.lower()
+    row: dict[str, Any] = {"trial_id": trial_id, "status": state,
+                           "stopped_at_epoch": epochs if state == "stopped" else None,
+                           "epochs": epochs, "epochs_planned": planned or None,
+                           "best_val_accuracy": max(history) if history else None,
+                           "best_epoch": (history.index(max(history)) + 1) if history else None,
+                           "last_val_accuracy": _finite(last.get("val_accuracy")),
+                           "wall_time_s": _finite(last.get("time_total_s")),
+                           "node_ip": last.get("node_ip"), "node_id": last.get("node_id"),
+                           "error": (error or "").strip().splitlines()[0][:300] if error else None}
+    for key, value in sorted(params.items()):
+        row[PARAM_PREFIX + key] = value
+    return row
+
+
+def rows_from_trials(trials) -> list[dict[str, Any]]:
+    """Rows from Ray Trial objects (the driver, while the search runs)."""
+    rows = []
+    for trial in trials:
+        error = None
+        if trial.status == "ERROR":
+            path = getattr(trial, "error_file", None)
+            try:
+                error = Path(path).read_text() if path else None
+            except OSError:
+                error = None
+            error = _error_line(error) or "error"
+        rows.append(trial_row(trial.trial_id, dict(trial.config), trial.status, trial.last_result, error))
+    return rows
+
+
+def _error_line(text: str | None) -> str | None:
+    """The last line of a traceback, which names the exception."""
+    if not text:
+        return None
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else None
+
+
+def table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows -> DataFrame sorted by trial id, with the fixed columns first."""
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = frame.sort_values("trial_id").reset_index(drop=True)
+        for column in ("stopped_at_epoch", "epochs", "epochs_planned", "best_epoch"):
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def write_trials_csv(frame: pd.DataFrame, experiment_dir: str | Path) -> Path:
+    """Write trials.csv atomically (a reader never sees half a file)."""
+    path = Path(experiment_dir) / TRIALS_CSV
+    tmp = path.with_suffix(".csv.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def best_row(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """The trial with the highest best val accuracy (ties: more epochs, then lower id)."""
+    if frame.empty or frame["best_val_accuracy"].isna().all():
+        return None
+    ranked = frame.dropna(subset=["best_val_accuracy"]).sort_values(
+        ["best_val_accuracy", "epochs", "trial_id"], ascending=[False, False, True])
+    return ranked.iloc[0].to_dict()
+
+
+def params_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The searched params of a row, as `{dotted key: value}` (NaN cells dropped)."""
+    out = {}
+    for key, value in row.items():
+        if key.startswith(PARAM_PREFIX) and not (isinstance(value, float) and math.isnan(value)):
+            out[key[len(PARAM_PREFIX):]] = value.item() if hasattr(value, "item") else value
+    return out
+
+
+def write_best_config(base: TrainConfig, frame: pd.DataFrame, experiment_dir: str | Path,
+                      shown_path: str | None = None) -> Path | None:
+    """best_config.yaml: a complete trainer config that `gic train --config` accepts as is."""
+    from tune.space import apply_params
+
+    row = best_row(frame)
+    if row is None:
+        return None
+    cfg = apply_params(base, params_of(row))
+    path = Path(experiment_dir) / BEST_CONFIG
+    tmp = path.with_suffix(".yaml.tmp")
+    save_config(cfg, tmp)
+    header = (f"# best trial {row['trial_id']} ({row['status']}, {int(row['epochs'])} epochs): "
+              f"best val_accuracy {row['best_val_accuracy']:.4f} at epoch {int(row['best_epoch'])}\n"
+              f"# retrain: gic train --config {shown_path or path}\n")
+    tmp.write_text(header + tmp.read_text())
+    tmp.replace(path)
+    return path
+
+
+def load_trials(experiment_dir: str | Path) -> pd.DataFrame:
+    """The trial table of an experiment folder on disk (no Ray needed).
+
+    Reads each trial folder's params.json and the last line of result.json, and Ray's
+    experiment state for statuses; trials without a state are reported as they look on disk.
+
+    Raises:
+        GicError: when the folder is not an experiment.
+    """
+    root = Path(experiment_dir)
+    if not root.is_dir() or not any(root.glob("experiment_state-*.json")):
+        raise GicError(f"{root}: not an experiment folder (no experiment_state-*.json)")
+    statuses = _statuses(root)
+    rows = []
+    for params_file in sorted(root.glob("*/params.json")):
+        trial_dir = params_file.parent
+        params = json.loads(params_file.read_text())
+        last = None
+        result_file = trial_dir / "result.json"
+        if result_file.is_file():
+            lines = [line for line in result_file.read_text().splitlines() if line.strip()]
+            last = json.loads(lines[-1]) if lines else None
+        trial_id = (last or {}).get("trial_id") or trial_dir.name.removeprefix("trial_")
+        status, error = statuses.get(trial_id, ("TERMINATED" if last else "PENDING", None))
+        error_file = trial_dir / "error.txt"
+        if status == "ERROR" and error_file.is_file():
+            error = _error_line(error_file.read_text())
+        rows.append(trial_row(trial_id, params, status, last, error))
+    return table(rows)
+
+
+def _statuses(root: Path) -> dict[str, tuple[str, str | None]]:
+    """{trial_id: (status, None)} from the newest experiment_state-*.json."""
+    newest = max(root.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    try:
+        state = json.loads(newest.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    out = {}
+    for entry in state.get("trial_data", []):
+        try:
+            trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+            out[trial["trial_id"]] = (trial["status"], None)
+        except (KeyError, TypeError, json.JSONDecodeError, IndexError):
+            continue
+    return out

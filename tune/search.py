@@ -1,0 +1,474 @@
+"""The search: Optuna TPE proposes, ASHA stops, Ray Tune runs the trials, everything built here.
+
+    spec = load_search_config("configs/demo.yaml")
+    summary = run_search(spec)                 # a new experiment in results/<name>/
+    summary = run_search(spec, resume=True)    # continue an interrupted one
+
+Two gaps in Ray Tune are closed here:
+- Ray tells Optuna that an ASHA-stopped trial is COMPLETE with its last, low-epoch score, which
+  misleads TPE. `PruningAwareOptunaSearch` tells Optuna such a trial is PRUNED, with its per-epoch
+  values as intermediate values.
+- Ray does not checkpoint scheduler state, so a resumed search would start with empty ASHA rungs
+  and let through trials it would have stopped. `ReplayASHA` rebuilds the rungs from the per-epoch
+  history that every trial carries in its last result (saved in Ray's experiment state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from gic.errors import GicError
+
+from tune.config import METRIC, MODE, SearchSpec
+from tune.trainable import HISTORY_KEY, PLANNED_KEY, run_trial, trial_dirname
+
+from ray.tune import Callback
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+SCHEDULER_STATE = "asha.json"  # the scheduler's early stops, rungs and replayed trials
+OPTUNA_TRIALS = "optuna_trials.csv"
+SEARCH_CONFIG = "search_config.yaml"
+
+log = logging.getLogger(__name__)
+
+
+def stopped_early(result: dict[str, Any] | None) -> bool:
+    """True when a trial's last result ends before its planned epochs: ASHA stopped it.
+
+    A trial ends early only when the scheduler stops it (errors are reported apart), and the
+    trial states its own plan (E1 when it does not fine-tune), so a short plan is not mistaken
+    for a stop.
+    """
+    if not result:
+        return False
+    epochs, planned = result.get("training_iteration"), result.get(PLANNED_KEY)
+    return bool(epochs and planned and int(epochs) < int(planned))
+
+
+class PruningAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that records ASHA-stopped trials as PRUNED, with their intermediate values."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if error or trial_id in self._completed_trials or not stopped_early(result):
+            if not error and result and trial_id in self._ot_trials and trial_id not in self._completed_trials:
+                self._report_last(trial_id, result)  # ASHA's STOP at max_t kept it from on_trial_result
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        ot_trial = self._ot_trials[trial_id]
+        # The result that made ASHA stop the trial never reached on_trial_result: report it here.
+        self._report_last(trial_id, result)
+        # PRUNED takes the last intermediate value as the trial's value (optuna.study._tell).
+        self._ot_study.tell(ot_trial, state=_optuna().trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+    def _report_last(self, trial_id: str, result: dict) -> None:
+        step, value = result.get("training_iteration"), result.get(self.metric)
+        if step is None or value is None:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a step reported before a resume is kept as it was
+            self._ot_trials[trial_id].report(float(value), int(step))
+
+    @property
+    def study(self):
+        return self._ot_study
+
+
+def _optuna():
+    import optuna
+
+    return optuna
+
+
+class ReplayASHA(AsyncHyperBandScheduler):
+    """ASHA that rebuilds its rungs on resume and remembers which trials it stopped early.
+
+    Ray adds every restored trial through `on_trial_add`, with its last result restored from the
+    experiment state. That result carries the trial's per-epoch val_accuracy, which is replayed
+    into the trial's bracket, epoch by epoch, exactly as it was first recorded.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.early_stops: dict[str, int] = {}  # trial id -> epoch at which this scheduler stopped it
+        self.replayed: dict[str, int] = {}  # trial id -> epochs replayed into the rungs
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        history = (trial.last_result or {}).get(HISTORY_KEY) or []
+        bracket = self._trial_info[trial.trial_id]
+        for epoch, value in enumerate(history, start=1):
+            if value is not None:
+                bracket.on_result(trial, epoch, self._metric_op * float(value))  # records; decision unused
+        if history:
+            self.replayed[trial.trial_id] = len(history)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and stopped_early(result):
+            self.early_stops[trial.trial_id] = int(result["training_iteration"])
+        return decision
+
+    def rungs(self) -> list[tuple[float, dict[str, float]]]:
+        """(milestone, {trial id: recorded value}) from the lowest milestone up."""
+        return [(m, dict(rec)) for m, rec in reversed(self._brackets[0]._rungs)]
+
+
+# ------------------------------------------------------------------------------------ callbacks
+def _fmt_params(params: dict[str, Any]) -> str:
+    parts = []
+    for key, value in sorted(params.items()):
+        short = key.rsplit(".", 1)[-1] if not key.startswith("phase") else key.replace("phase", "p").replace(".learning_rate", ".lr")
+        parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
+    return " ".join(parts)
+
+
+class ProgressPrinter(Callback):
+    """Concise progress lines: trial starts and ends, retries, counts and the best so far."""
+
+    def __init__(self, total: int, echo: Callable[[str], None] = print):
+        self.total = total
+        self.echo = echo
+        self.started = time.time()
+        self.best: tuple[float, str, int] | None = None
+
+    def _line(self, text: str) -> None:
+        elapsed = int(time.time() - self.started)
+        self.echo(f"[{elapsed // 60:3d}m{elapsed % 60:02d}s] {text}")
+
+    def _counts(self, trials, ending=None, ending_status: str = "TERMINATED") -> str:
+        counts = {"running": 0, "pending": 0, "stopped": 0, "finished": 0, "errored": 0}
+        for trial in trials:
+            status = ending_status if trial is ending else trial.status
+            if status == "TERMINATED":
+                counts["stopped" if stopped_early(trial.last_result) else "finished"] += 1
+            elif status == "ERROR":
+                counts["errored"] += 1
+            elif status in ("RUNNING", "PENDING"):
+                counts[status.lower()] += 1
+        text = ", ".join(f"{v} {k}" for k, v in counts.items())
+        best = f" | best {self.best[0]:.4f} ({self.best[1]}, epoch {self.best[2]})" if self.best else ""
+        return f"{text} of {self.total}{best}"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._line(f"{trial.trial_id} started: {_fmt_params(trial.config)}")
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self._line(f"{trial.trial_id} continues from its checkpoint")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(METRIC)
+        if value is not None and (self.best is None or value > self.best[0]):
+            self.best = (float(value), trial.trial_id, int(result.get("training_iteration", 0)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        epochs, value = last.get("training_iteration"), last.get(METRIC, float("nan"))
+        what = f"stopped by ASHA at epoch {epochs}" if stopped_early(last) else f"finished after {epochs} epochs"
+        self._line(f"{trial.trial_id} {what}: val_accuracy {value:.4f}")
+        self._line(self._counts(trials, trial))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._line(f"{trial.trial_id} failed ({trial.num_failures} so far); retrying from its last checkpoint")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(f"{trial.trial_id} errored after {trial.num_failures} failures; the search goes on")
+        self._line(self._counts(trials, trial, "ERROR"))
+
+
+class TrialsTableWriter(Callback):
+    """Rewrites trials.csv and best_config.yaml in the experiment folder as trials end."""
+
+    def __init__(self, base: dict[str, Any]):
+        self.base = base
+
+    def _write(self, trials) -> None:
+        if not trials:
+            return
+        try:
+            write_outputs(trials, self.base, trials[0].storage)
+        except Exception as err:  # noqa: BLE001 - a table write must never stop the search
+            log.warning("could not write trials.csv: %s", err)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._write(trials)
+
+    def on_experiment_end(self, trials, **info):
+        self._write(trials)
+
+
+# ---------------------------------------------------------------------------------- outputs
+def _put_text(storage, name: str, text: str) -> None:
+    """Write a file into the experiment folder (local or cloud), via a temp name and a move."""
+    fs, root = storage.storage_filesystem, storage.experiment_fs_path
+    tmp, final = f"{root}/.{name}.tmp", f"{root}/{name}"
+    with fs.open_output_stream(tmp) as out:
+        out.write(text.encode())
+    fs.move(tmp, final)
+
+
+def write_outputs(trials, base: dict[str, Any], storage) -> None:
+    """trials.csv and best_config.yaml from Ray's Trial objects."""
+    import tempfile
+
+    from gic.config import TrainConfig
+
+    from tune.results import BEST_CONFIG, TRIALS_CSV, rows_from_trials, table, write_best_config
+
+    frame = table(rows_from_trials(trials))
+    _put_text(storage, TRIALS_CSV, frame.to_csv(index=False))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_best_config(TrainConfig.model_validate(base), frame, tmp,
+                                 shown_path=f"{storage.experiment_fs_path}/{BEST_CONFIG}")
+        if path is not None:
+            _put_text(storage, BEST_CONFIG, Path(path).read_text())
+
+
+# ---------------------------------------------------------------------------------- driver
+@dataclass
+class SearchSummary:
+    experiment_path: str
+    trials: Any  # DataFrame
+    scheduler_stops: dict[str, int] = field(default_factory=dict)
+    optuna_states: dict[str, str] = field(default_factory=dict)  # ray trial id -> optuna state
+    wall_s: float = 0.0
+    best: dict[str, Any] | None = None
+
+
+def experiment_path(spec: SearchSpec, name: str | None = None) -> str:
+    """Where the experiment lives: `<storage_path>/<name>` (a local path made absolute, or a URI)."""
+    storage = spec.search.storage_path
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    return f"{storage.rstrip('/')}/{name or spec.search.name}"
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Join a cluster (`auto` or host:port), or start a local Ray bound to 127.0.0.1 without a dashboard.
+
+    The dashboard hosts Ray's job API, which runs arbitrary code for whoever reaches it: a local
+    search does not start it at all.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = os.environ.get("GIC_TUNE_VERBOSE", "") in ("", "0")
+    common = dict(log_to_driver=not quiet, logging_level=logging.WARNING if quiet else logging.INFO,
+                  include_dashboard=False)
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
+    return True
+
+
+def build_searcher(spec: SearchSpec):
+    """Optuna TPE (seeded, multivariate, constant liar) behind a concurrency limit."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    optuna = _optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = spec.search
+    sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True,
+                                         n_startup_trials=s.n_startup_trials)
+    searcher = PruningAwareOptunaSearch(space=spec.space.distributions(), metric=METRIC, mode=MODE,
+                                        sampler=sampler, study_name=s.name)
+    return searcher, ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent)
+
+
+def build_scheduler(spec: SearchSpec) -> ReplayASHA:
+    """ASHA on the global epoch: max_t = E1+E2, metric val_accuracy, mode max."""
+    s = spec.search
+    return ReplayASHA(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.max_t,
+                      grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+
+
+def build_trainable(spec: SearchSpec, data: Any):
+    """The trial function with the dataset in the object store and the trial's resources."""
+    from ray import tune
+
+    r = spec.search.resources_per_trial
+    settings = {"cpu": r.cpu, "gpu": r.gpu, "gpu_memory_margin_mb": r.gpu_memory_margin_mb,
+                "checkpoint_every": spec.search.checkpoint_every,
+                "fail_once_at_epoch": spec.search.debug.fail_once_at_epoch}
+    trainable = tune.with_parameters(run_trial, data=data, base=spec.trainer.to_dict(), settings=settings)
+    return tune.with_resources(trainable, {"cpu": r.cpu, "gpu": r.gpu})
+
+
+def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None = None,
+               resume: bool = False, echo: Callable[[str], None] = print, command: str | None = None,
+               num_cpus: int | None = None) -> SearchSummary:
+    """Run (or resume) a search and write trials.csv and best_config.yaml.
+
+    Args:
+        spec: the validated search file.
+        name: experiment name (default: `search.name`).
+        address: Ray address (`auto`, host:port); default `search.address`, else a local Ray.
+        resume: continue the experiment `<storage_path>/<name>` through Tuner.restore.
+        echo: where progress lines go.
+        command: the command line, recorded in the experiment folder.
+        num_cpus: CPUs of a local Ray (default: all).
+
+    Returns:
+        The experiment path, the trial table, the scheduler's early stops and the Optuna states.
+
+    Raises:
+        GicError: the experiment exists and resume is False, or it does not exist and resume is True.
+    """
+    # Ray's own progress tables are replaced by ProgressPrinter's lines; a forced experiment snapshot
+    # after every checkpoint is what makes --resume lose nothing, so its warning is noise here.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    from ray import tune
+
+    name = name or spec.search.name
+    path = experiment_path(spec, name)
+    local = None if _is_uri(path) else Path(path)
+    if not resume and local is not None and local.exists() and any(local.iterdir()):
+        raise GicError(f"{path} already exists; add --resume to continue it or --name for a new experiment")
+    if resume and local is not None and not (local / "tuner.pkl").is_file():
+        raise GicError(f"{path}: no experiment to resume (no tuner.pkl)")
+
+    started = time.time()
+    owns_ray = init_ray(address or spec.search.address, num_cpus=num_cpus)
+    try:
+        return _run(spec, name, path, local, resume, echo, command, started)
+    finally:
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _run(spec, name, path, local, resume, echo, command, started) -> SearchSummary:
+    from ray import tune
+
+    echo(f"loading data ({spec.trainer.data.source}, {spec.trainer.data.image_size} px) once for all trials")
+    from gic.data import load_dataset
+
+    data = load_dataset(spec.trainer.data)
+    trainable = build_trainable(spec, data)
+    s = spec.search
+    if resume:
+        if not tune.Tuner.can_restore(path):
+            raise GicError(f"{path}: Ray cannot restore this experiment (no experiment state)")
+        echo(f"resuming {path}: finished trials stay, unfinished ones continue from their checkpoints")
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        searcher = scheduler = None
+    else:
+        searcher, limited = build_searcher(spec)
+        scheduler = build_scheduler(spec)
+        if local is not None:
+            local.mkdir(parents=True, exist_ok=True)
+        run_config = tune.RunConfig(
+            name=name, storage_path=path.rsplit("/", 1)[0],
+            failure_config=tune.FailureConfig(max_failures=s.max_failures),
+            # The latest checkpoint is always kept besides the num_to_keep best: last + best.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
+                                                    checkpoint_score_order=MODE),
+            callbacks=[ProgressPrinter(s.num_samples, echo), TrialsTableWriter(spec.trainer.to_dict())],
+            verbose=0)
+        tune_config = tune.TuneConfig(search_alg=limited, scheduler=scheduler, num_samples=s.num_samples,
+                                      reuse_actors=s.reuse_actors, trial_dirname_creator=trial_dirname)
+        tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+        _describe(path, spec, name, command)
+    echo(f"experiment {path}: {s.num_samples} trials, {s.max_concurrent} at a time, "
+         f"{spec.search.resources_per_trial.cpu:g} CPU + {spec.search.resources_per_trial.gpu:g} GPU each, "
+         f"ASHA max_t {spec.max_t} grace {s.grace_period} rf {s.reduction_factor:g}")
+    for dim in spec.space.dimensions.values():
+        echo(f"  search {dim.describe()}")
+
+    grid = tuner.fit()
+    # Tuner.restore rebuilds the searcher and scheduler from the experiment: use those objects.
+    internal = getattr(tuner, "_local_tuner", None)
+    tune_config = getattr(internal, "_tune_config", None)
+    if tune_config is not None:
+        scheduler = tune_config.scheduler
+        searcher = getattr(tune_config.search_alg, "searcher", searcher)
+    summary = _finish(path, spec, grid, searcher, scheduler, time.time() - started)
+    echo(_final_line(summary))
+    return summary
+
+
+def _describe(path: str, spec: SearchSpec, name: str, command: str | None) -> None:
+    """Make the experiment folder self-describing: resolved config, command, versions."""
+    if _is_uri(path):
+        return
+    import ray
+
+    doc = {"command": command or " ".join(shlex.quote(a) for a in sys.argv), "source": spec.source,
+           "name": name, "search": spec.search.model_dump(mode="json"),
+           "space": {n: {k: v for k, v in vars(d).items() if v not in (None, (), False) and k != "name"}
+                     for n, d in spec.space.dimensions.items()},
+           "fixed": spec.space.fixed, "trainer": spec.trainer.to_dict(),
+           "versions": {"python": sys.version.split()[0], "ray": ray.__version__, "optuna": _optuna().__version__}}
+    Path(path, SEARCH_CONFIG).write_text(yaml.safe_dump(json.loads(json.dumps(doc, default=list)), sort_keys=False))
+
+
+def _finish(path, spec, grid, searcher, scheduler, wall_s) -> SearchSummary:
+    """Final trials.csv / best_config.yaml, the scheduler's stops and the Optuna study states."""
+    from tune.results import TRIALS_CSV, best_row, load_trials
+
+    stops: dict[str, int] = {}
+    if not _is_uri(path):
+        state_file = Path(path, SCHEDULER_STATE)
+        previous = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        stops.update(previous.get("stops", {}))
+        state: dict[str, Any] = {"stops": stops, "rungs": previous.get("rungs", []), "replayed": {}}
+        if isinstance(scheduler, ReplayASHA):
+            stops.update(scheduler.early_stops)
+            state["rungs"] = [{"epoch": m, "recorded": rec} for m, rec in scheduler.rungs()]
+            state["replayed"] = scheduler.replayed
+        state_file.write_text(json.dumps(state, indent=1, sort_keys=True))
+    states: dict[str, str] = {}
+    if searcher is not None and getattr(searcher, "_ot_study", None) is not None:
+        by_number = {t.number: t for t in searcher._ot_study.get_trials(deepcopy=False)}
+        rows = []
+        for trial_id, ot_trial in searcher._ot_trials.items():
+            frozen = by_number.get(ot_trial.number)
+            if frozen is None:
+                continue
+            states[trial_id] = frozen.state.name
+            rows.append({"trial_id": trial_id, "number": frozen.number, "state": frozen.state.name,
+                         "value": frozen.value, "intermediate_values": json.dumps(frozen.intermediate_values),
+                         **{f"param.{k}": v for k, v in frozen.params.items()}})
+        if rows and not _is_uri(path):
+            import pandas as pd
+
+            pd.DataFrame(rows).sort_values("number").to_csv(Path(path, OPTUNA_TRIALS), index=False)
+    import pandas as pd
+
+    frame = pd.DataFrame()
+    if not _is_uri(path):
+        csv = Path(path, TRIALS_CSV)
+        frame = pd.read_csv(csv) if csv.is_file() else load_trials(path)
+    return SearchSummary(experiment_path=path, trials=frame, scheduler_stops=stops, optuna_states=states,
+                         wall_s=wall_s, best=best_row(frame) if not frame.empty else None)
+
+
+def _final_line(summary: SearchSummary) -> str:
+    frame = summary.trials
+    counts = frame["status"].value_counts().to_dict() if not frame.empty else {}
+    text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    best = summary.best
+    best_text = f"; best {best['best_val_accuracy']:.4f} ({best['trial_id']})" if best else ""
+    return (f"done in {summary.wall_s:.0f} s: {text}{best_text}\n"
+            f"  {summary.experiment_path}/trials.csv\n  {summary.experiment_path}/best_config.yaml")

@@ -1,0 +1,158 @@
+"""One trial: the trainer config from the trial's params, gic's two-phase trainer, a report per epoch.
+
+The dataset arrives through Ray's object store (`tune.with_parameters`), decoded once by the
+driver: trials on any node get the same arrays without a shared filesystem, and trials on one node
+share one read-only copy. Each epoch reports `val_accuracy` (ASHA's metric, with
+`training_iteration` = the global epoch) and, every `checkpoint_every` epochs and at the end, a
+checkpoint of the full trainer state, from which a crashed or resumed trial continues.
+
+A worker process is reused across trials (`reuse_actors`): TensorFlow is configured once per
+process, and the trainer's module-level caches (base weights, traced steps) stay warm.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gic.config import TrainConfig
+
+from tune.config import METRIC, cpu_threads, gpu_memory_cap_mb
+from tune.space import apply_params
+
+HISTORY_KEY = "val_accuracy_history"  # per-epoch val_accuracy so far: rebuilds ASHA rungs on resume
+PLANNED_KEY = "epochs_planned"  # the trial's own E1+E2 (E1 when it does not fine-tune)
+STATE_FILE = "tune_state.json"  # beside the trainer's files in each checkpoint
+
+_configured = False  # TensorFlow can be configured once per process; reused workers keep it
+
+
+def gpu_total_memory_mb() -> int | None:
+    """Total memory of this worker's first assigned GPU, from nvidia-smi; None without a GPU."""
+    import ray
+
+    try:
+        gpu_ids = ray.get_gpu_ids()
+    except Exception:  # noqa: BLE001 - outside a Ray worker
+        gpu_ids = []
+    if not gpu_ids:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--id={gpu_ids[0]}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=20, check=True).stdout
+        return int(float(out.strip().splitlines()[0]))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def configure_worker(settings: dict[str, Any]) -> dict[str, Any]:
+    """Threads and GPU memory cap of this worker process, before its first TensorFlow op."""
+    global _configured
+    threads = cpu_threads(settings["cpu"])
+    total = gpu_total_memory_mb() if settings["gpu"] > 0 else None
+    cap = gpu_memory_cap_mb(settings["gpu"], total, settings["gpu_memory_margin_mb"])
+    if not _configured:
+        from gic.runtime import configure_tensorflow
+
+        configure_tensorflow(threads=threads, gpu_memory_mb=cap)
+        _configured = True
+    return {"threads": threads, "gpu_memory_cap_mb": cap, "gpu_total_mb": total}
+
+
+def _node_id() -> str:
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | None = None,
+              settings: dict[str, Any] | None = None) -> None:
+    """The Ray Tune function trainable.
+
+    Args:
+        config: the trial's params, `{dotted trainer key: value}`, from the searcher.
+        data: the gic Dataset (from the object store).
+        base: the search's base trainer config as a dict.
+        settings: cpu, gpu, gpu_memory_margin_mb, checkpoint_every, fail_once_at_epoch.
+    """
+    from ray import tune
+
+    settings = settings or {}
+    worker = configure_worker(settings)
+    from gic.train import train_two_phase
+
+    cfg = apply_params(TrainConfig.model_validate(base or {}), config)
+    planned = cfg.total_epochs
+    every = int(settings.get("checkpoint_every", 1))
+    fail_at = settings.get("fail_once_at_epoch")
+    node_id = _node_id()
+    started = time.time()
+
+    checkpoint = tune.get_checkpoint()
+    resume_dir: str | None = None
+    history: list[float] = []
+    resumed_from = 0
+    if checkpoint is not None:
+        # A private copy: Ray may delete the checkpoint it came from (num_to_keep) while we train.
+        resume_dir = tempfile.mkdtemp(prefix="gic-resume-")
+        checkpoint.to_directory(resume_dir)
+        state_path = Path(resume_dir, STATE_FILE)
+        if state_path.is_file():
+            state = json.loads(state_path.read_text())
+            history = list(state.get("history", []))
+            resumed_from = int(state.get("epoch", len(history)))
+
+    def on_epoch(metrics: dict[str, Any], save_checkpoint) -> None:
+        epoch = int(metrics["epoch"])
+        if fail_at and checkpoint is None and epoch == fail_at:
+            raise RuntimeError(f"injected failure at epoch {epoch} (search.debug.fail_once_at_epoch)")
+        del history[epoch - 1:]
+        value = metrics.get(METRIC)
+        history.append(None if value is None or not math.isfinite(float(value)) else float(value))
+        result = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                  for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+        result.update({
+            "epoch": epoch,
+            PLANNED_KEY: planned,
+            HISTORY_KEY: list(history),
+            "best_val_accuracy": max((h for h in history if h is not None), default=float("nan")),
+            "node_id": node_id,
+            "data_fingerprint": str(getattr(data, "fingerprint", ""))[:16],  # the object-store copy it trained on
+            "resumed_from_epoch": resumed_from,
+            "worker_threads": worker["threads"],
+            "gpu_memory_cap_mb": worker["gpu_memory_cap_mb"] or 0,
+            "trial_wall_s": time.time() - started,
+        })
+        if epoch % every == 0 or epoch == planned:
+            with tempfile.TemporaryDirectory(prefix="gic-ckpt-") as tmp:
+                save_checkpoint(tmp)
+                Path(tmp, STATE_FILE).write_text(json.dumps({"epoch": epoch, "history": history}))
+                # report() persists the checkpoint to storage before it returns.
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+        else:
+            tune.report(result)
+
+    try:
+        train_two_phase(cfg, data, on_epoch=on_epoch, resume=resume_dir, evaluate_test=False)
+    finally:
+        if resume_dir:
+            shutil.rmtree(resume_dir, ignore_errors=True)
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folder names (Ray's default puts every param in the name)."""
+    return f"trial_{trial.trial_id}"
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
