@@ -143,3 +143,17 @@ def test_trials_per_gpu(fraction, per_gpu):
 
 def test_cpu_threads():
     assert [cpu_threads(c) for c in (0.5, 1, 2, 3.9)] == [1, 1, 2, 3]
+
+
+def test_cluster_file_keeps_ray_ports_private():
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "cluster" / "aws-gpu.yaml"
+    cluster = yaml.safe_load(path.read_text())
+    ingress = cluster["provider"]["security_group"]["IpPermissions"]
+    assert [(rule["FromPort"], rule["ToPort"]) for rule in ingress] == [(22, 22)]  # SSH only
+    assert all(r["CidrIp"] != "0.0.0.0/0" for rule in ingress for r in rule["IpRanges"])
+    assert "--dashboard-host=127.0.0.1" in " ".join(cluster["head_start_ray_commands"])
+    assert "0.0.0.0" not in " ".join(cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"])

@@ -261,10 +261,17 @@ def _is_uri(path: str) -> bool:
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Join a cluster (`auto` or host:port), or start a local Ray bound to 127.0.0.1 without a dashboard.
+    """Join a cluster (`auto` or host:port), or start a local Ray without its dashboard.
 
     The dashboard hosts Ray's job API, which runs arbitrary code for whoever reaches it: a local
-    search does not start it at all.
+    search does not start it (Ray then keeps only a minimal head process on 127.0.0.1). Ray 2.60's
+    core ports (GCS, raylet, object manager) listen on every interface whatever the node IP, and
+    `_node_ip_address="127.0.0.1"` is rewritten to the machine's address, so this cannot pin them
+    to loopback: they are guarded by Ray's token authentication (on by default since 2.5x) and, on a
+    shared network, must sit behind a firewall (configs/cluster/ shows one).
+
+    Returns:
+        True when this call started Ray (the caller shuts it down).
     """
     import ray
 
@@ -276,7 +283,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, **common)
     else:
-        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **common)
+        ray.init(num_cpus=num_cpus, **common)
     return True
 
 
