@@ -1,0 +1,302 @@
+"""Read an experiment folder as it is on disk: the trial table, per-epoch curves, the search's settings.
+
+    frame = trial_table("results/demo")                      # one row per trial, no Ray needed
+    frame = select(frame, sort="best", top=5, status=["finished"])
+    print(render(frame, "table"))
+    curves = trial_curves("results/demo")                    # {trial_id: DataFrame of epochs}
+    print(render(list_experiments("results"), "table"))     # one line per experiment
+
+Everything here reads files that Ray writes while the search runs (each trial's params.json and
+result.json, the experiment_state snapshot) plus the search's own search_config.yaml and asha.json,
+so it works during a run, after it, and on a folder copied or moved to another machine.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from gic.errors import GicError
+
+from tune.results import PARAM_PREFIX, load_trials
+
+STATUSES = ("running", "pending", "paused", "stopped", "finished", "errored")
+FORMATS = ("table", "csv", "json", "parquet")
+SEARCH_CONFIG = "search_config.yaml"  # written by tune.search._describe
+ASHA_STATE = "asha.json"
+# Short names accepted by --sort, besides any column name or hyperparameter name.
+SORT_ALIASES = {"best": "best_val_accuracy", "last": "last_val_accuracy", "id": "trial_id",
+                "wall": "wall_time_s", "time": "wall_time_s", "node": "node_ip"}
+DESCENDING_BY_DEFAULT = {"best_val_accuracy", "last_val_accuracy"}  # best first
+
+
+def is_experiment(path: str | Path) -> bool:
+    """True when `path` holds a Ray Tune experiment (its experiment_state snapshot)."""
+    path = Path(path)
+    return path.is_dir() and any(path.glob("experiment_state-*.json"))
+
+
+def require_experiment(path: str | Path) -> Path:
+    """The experiment folder, or a one-line GicError saying what was expected."""
+    path = Path(path)
+    if not path.exists():
+        raise GicError(f"{path}: no such folder; expected an experiment folder such as results/demo")
+    if not is_experiment(path):
+        raise GicError(f"{path}: not an experiment folder (no experiment_state-*.json); "
+                       "expected the results/<name> folder of a gic-tune run")
+    return path
+
+
+def search_config(path: str | Path) -> dict[str, Any]:
+    """search_config.yaml of the experiment (command, search settings, space, trainer); {} if absent."""
+    import yaml
+
+    file = Path(path) / SEARCH_CONFIG
+    if not file.is_file():
+        return {}
+    try:
+        return yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError:
+        return {}
+
+
+def trial_table(path: str | Path) -> pd.DataFrame:
+    """The trial table of an experiment folder, with a readable `status_detail` column.
+
+    The columns are tune.results' (trial_id, status, stopped_at_epoch, epochs, best/last val accuracy,
+    wall_time_s, node_ip, node_id, error, param.*) plus `status_detail`: "stopped by ASHA at epoch 2",
+    "errored: ValueError: ...".
+    """
+    frame = load_trials(require_experiment(path))
+    if frame.empty:
+        return frame
+    frame.insert(2, "status_detail", [_detail(row) for row in frame.to_dict("records")])
+    return frame
+
+
+def _detail(row: dict[str, Any]) -> str:
+    status = row["status"]
+    if status == "stopped":
+        return f"stopped by ASHA at epoch {int(row['stopped_at_epoch'])}"
+    if status == "errored":
+        return f"errored: {row['error']}" if isinstance(row.get("error"), str) else "errored"
+    if status == "finished":
+        return f"finished ({int(row['epochs'])} epochs)"
+    if status == "running":
+        return f"running (epoch {int(row['epochs'])})" if row.get("epochs") else "running"
+    return status
+
+
+def param_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith(PARAM_PREFIX)]
+
+
+def sort_column(frame: pd.DataFrame, key: str) -> str:
+    """Resolve a --sort key: a column, an alias (best, last, wall, id) or a hyperparameter name."""
+    for candidate in (key, SORT_ALIASES.get(key, ""), PARAM_PREFIX + key):
+        if candidate in frame.columns:
+            return candidate
+    params = [c[len(PARAM_PREFIX):] for c in param_columns(frame)]
+    matches = [p for p in params if p.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return PARAM_PREFIX + matches[0]
+    known = sorted(SORT_ALIASES) + [c for c in frame.columns if not c.startswith(PARAM_PREFIX)] + params
+    raise GicError(f"--sort {key}: no such column; expected one of {', '.join(dict.fromkeys(known))}")
+
+
+def select(frame: pd.DataFrame, sort: str | None = None, top: int | None = None,
+           status: list[str] | None = None, reverse: bool = False) -> pd.DataFrame:
+    """Filter by status, sort (val accuracies best first, other columns ascending), keep the top N.
+
+    Raises:
+        GicError: an unknown status or sort key.
+    """
+    if status:
+        unknown = [s for s in status if s not in STATUSES]
+        if unknown:
+            raise GicError(f"--status {unknown[0]}: expected one of {', '.join(STATUSES)}")
+        frame = frame[frame["status"].isin(status)] if not frame.empty else frame
+    if frame.empty:
+        return frame
+    column = sort_column(frame, sort or "best")
+    ascending = column not in DESCENDING_BY_DEFAULT
+    if reverse:
+        ascending = not ascending
+    frame = frame.sort_values([column, "trial_id"], ascending=[ascending, True], na_position="last", kind="stable")
+    if top is not None:
+        frame = frame.head(top)
+    return frame.reset_index(drop=True)
+
+
+def _short(name: str, all_names: list[str]) -> str:
+    """`param.phase1.learning_rate` -> `phase1.learning_rate`; `param.model.dropout_rate` -> `dropout_rate`."""
+    name = name[len(PARAM_PREFIX):]
+    last = name.rsplit(".", 1)[-1]
+    clash = sum(n.rsplit(".", 1)[-1] == last for n in all_names) > 1
+    return name if clash or name.startswith("phase") else last
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def human_table(frame: pd.DataFrame) -> str:
+    """The terminal view: status in words, accuracies to 4 places, short hyperparameter names."""
+    if frame.empty:
+        return "(no trials yet)"
+    params = param_columns(frame)
+    names = [p[len(PARAM_PREFIX):] for p in params]
+    view = pd.DataFrame({
+        "trial": frame["trial_id"],
+        "status": frame["status_detail"] if "status_detail" in frame else frame["status"],
+        "epochs": [f"{_cell(e)}/{_cell(p)}" for e, p in zip(frame["epochs"], frame["epochs_planned"])],
+        "best_val_acc": [_acc(v) for v in frame["best_val_accuracy"]],
+        "last_val_acc": [_acc(v) for v in frame["last_val_accuracy"]],
+        **{_short(p, names): [_cell(v) for v in frame[p]] for p in params},
+        "wall_s": [f"{v:.1f}" if pd.notna(v) else "-" for v in frame["wall_time_s"]],
+        "node": [_cell(v) for v in frame["node_ip"]],
+    })
+    return view.to_string(index=False)
+
+
+def _acc(value: Any) -> str:
+    return f"{value:.4f}" if pd.notna(value) else "-"
+
+
+def render(frame: pd.DataFrame, fmt: str, human: bool = True) -> str | bytes:
+    """The table in a format: `table` (for a terminal), `csv`, `json` (records) or `parquet` (bytes)."""
+    if fmt == "table":
+        return human_table(frame) if human else frame.to_string(index=False)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return frame.to_json(orient="records", indent=1) + "\n"
+    if fmt == "parquet":
+        buffer = io.BytesIO()
+        out = frame.copy()
+        for column in out.columns:  # mixed-type object columns (a categorical of None and str) as text
+            if out[column].dtype == object and out[column].map(type).nunique() > 1:
+                out[column] = out[column].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        out.to_parquet(buffer, index=False)
+        return buffer.getvalue()
+    raise GicError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+
+
+# ------------------------------------------------------------------------------ experiments list
+def experiment_started(path: str | Path) -> datetime | None:
+    """When the experiment started: the oldest experiment_state-<date>.json name."""
+    stamps = []
+    for file in Path(path).glob("experiment_state-*.json"):
+        match = re.search(r"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})", file.name)
+        if match:
+            stamps.append(datetime.strptime(match.group(1), "%Y-%m-%d_%H-%M-%S"))
+    return min(stamps) if stamps else None
+
+
+def list_experiments(root: str | Path) -> pd.DataFrame:
+    """One row per experiment under `root`: name, date, trial counts by status, best val accuracy.
+
+    Raises:
+        GicError: `root` is missing or holds no experiment.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise GicError(f"{root}: no such folder; give an experiment folder or a folder of experiments")
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if is_experiment(p)):
+        try:
+            frame = load_trials(folder)
+        except (GicError, OSError, ValueError, json.JSONDecodeError) as err:
+            rows.append({"name": folder.name, "date": _date(folder), "trials": 0, "counts": f"unreadable ({err})"})
+            continue
+        counts = frame["status"].value_counts().to_dict() if not frame.empty else {}
+        best = frame["best_val_accuracy"].max() if not frame.empty else float("nan")
+        best_id = frame.loc[frame["best_val_accuracy"].idxmax(), "trial_id"] if pd.notna(best) else None
+        rows.append({"name": folder.name, "date": _date(folder), "trials": len(frame),
+                     **{s: int(counts.get(s, 0)) for s in STATUSES},
+                     "best_val_accuracy": best, "best_trial": best_id, "path": str(folder)})
+    if not rows:
+        raise GicError(f"{root}: not an experiment folder and no experiment under it (no experiment_state-*.json)")
+    return pd.DataFrame(rows)
+
+
+def _date(folder: Path) -> str:
+    started = experiment_started(folder)
+    return started.strftime("%Y-%m-%d %H:%M") if started else "-"
+
+
+def experiments_table(frame: pd.DataFrame) -> str:
+    lines = []
+    for row in frame.to_dict("records"):
+        counts = ", ".join(f"{row[s]} {s}" for s in STATUSES if row.get(s))
+        best = f"best {row['best_val_accuracy']:.4f} ({row['best_trial']})" if pd.notna(row.get("best_val_accuracy")) else "no score yet"
+        lines.append(f"{row['name']:<24} {row['date']:<16} {row['trials']:>3} trials: {counts or row.get('counts', '-')}; {best}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- curves
+def trial_curves(path: str | Path) -> dict[str, pd.DataFrame]:
+    """Per trial, its per-epoch results (epoch, phase, accuracy, val_accuracy, losses...).
+
+    Read from each trial's result.json (one JSON line per reported epoch). A trial resumed from a
+    checkpoint reports some epochs twice: the last report of an epoch wins.
+    """
+    out: dict[str, pd.DataFrame] = {}
+    for result_file in sorted(Path(path).glob("*/result.json")):
+        rows = []
+        for line in result_file.read_text().splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line being written right now
+        if not rows:
+            continue
+        frame = pd.DataFrame(rows)
+        if "training_iteration" not in frame:
+            continue
+        frame = frame.drop_duplicates("training_iteration", keep="last").sort_values("training_iteration")
+        trial_id = str(frame["trial_id"].iloc[-1]) if "trial_id" in frame else result_file.parent.name
+        out[trial_id] = frame.reset_index(drop=True)
+    return out
+
+
+def asha_rungs(path: str | Path, cfg: dict[str, Any] | None = None) -> list[int]:
+    """The epochs at which ASHA compared trials: from asha.json, else from the search settings."""
+    state_file = Path(path) / ASHA_STATE
+    if state_file.is_file():
+        try:
+            rungs = [int(r["epoch"]) for r in json.loads(state_file.read_text()).get("rungs", [])]
+            if rungs:
+                return sorted(set(rungs))
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+            pass
+    cfg = cfg if cfg is not None else search_config(path)
+    search, trainer = cfg.get("search") or {}, cfg.get("trainer") or {}
+    max_t = phase_epochs(cfg)[0] + phase_epochs(cfg)[1]
+    grace, factor = int(search.get("grace_period", 1)), float(search.get("reduction_factor", 2))
+    if not trainer or max_t < 1:
+        return []
+    rungs, milestone = [], float(grace)
+    while milestone < max_t:  # Ray's ASHA: milestones grace * rf^k below max_t
+        rungs.append(int(milestone))
+        milestone *= factor
+    return rungs
+
+
+def phase_epochs(cfg: dict[str, Any]) -> tuple[int, int]:
+    """(E1, E2) of the search's trainer config ((0, 0) when unknown)."""
+    trainer = cfg.get("trainer") or {}
+    return int((trainer.get("phase1") or {}).get("epochs", 0)), int((trainer.get("phase2") or {}).get("epochs", 0))
