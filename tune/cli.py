@@ -59,5 +59,55 @@ def _echo(line: str) -> None:
     sys.stdout.flush()
 
 
+# ------------------------------------------------------------- inspect, report, retrain (issue 4)
+@main.command("trials")
+@click.argument("results_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--sort", "sort_key", default=None, metavar="KEY",
+              help="Column or hyperparameter: best (default), last, epochs, wall, id, dropout_rate, ...")
+@click.option("--reverse", is_flag=True, help="Reverse the order (val accuracies sort best first).")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Keep the first N rows after sorting.")
+@click.option("--status", "statuses", multiple=True, metavar="S",
+              help="Only these statuses: running, pending, stopped, finished, errored (repeatable or a,b).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout.")
+@user_errors
+def trials_cmd(results_dir: Path | None, sort_key: str | None, reverse: bool, top: int | None,
+               statuses: tuple[str, ...], fmt: str, output: Path | None) -> None:
+    """The trial table of RESULTS_DIR, read from disk (works during a run, and with no Ray running).
+
+    With no RESULTS_DIR (or a folder of experiments), one line per experiment under results/.
+    """
+    from tune.trials import (experiments_table, is_experiment, list_experiments, render, select,
+                             trial_table)
+
+    folder = results_dir or Path("results")
+    if results_dir is None or (folder.is_dir() and not is_experiment(folder)):
+        frame = list_experiments(folder)
+        text = experiments_table(frame) if fmt == "table" else render(frame, fmt)
+    else:
+        wanted = [s.strip() for item in statuses for s in item.split(",") if s.strip()]
+        frame = select(trial_table(folder), sort=sort_key, top=top, status=wanted, reverse=reverse)
+        text = render(frame, fmt)
+    _emit(text, output)
+
+
+def _emit(text: str | bytes, output: Path | None) -> None:
+    """Text or bytes to a file or stdout; binary (parquet) refuses a terminal."""
+    from gic.errors import GicError
+
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(text) if isinstance(text, bytes) else output.write_text(text)
+        click.echo(f"wrote {output}", err=True)
+    elif isinstance(text, bytes):
+        if sys.stdout.isatty():
+            raise GicError("--format parquet is binary: add --output FILE or redirect stdout to a file")
+        click.get_binary_stream("stdout").write(text)
+    else:
+        click.echo(text.rstrip("\n"))
+# --------------------------------------------------------------------- end of issue-4 commands
+
+
 if __name__ == "__main__":
     main()
