@@ -68,6 +68,9 @@ class ModelConfig(_Strict):
     # The notebook's Dense(256) had no activation although its README says ReLU: we default to ReLU.
     dense_activation: Literal["relu", "linear", "gelu", "elu", "tanh"] = "relu"
     dropout_rate: float = Field(0.5, ge=0.0, lt=1.0)
+    # Not in the seed recipe (none). Pooled features of weights other than ImageNet's (e.g. hed) can
+    # be large and uneven; standardising them (batch) lets a small head learn in a few epochs.
+    head_norm: Literal["none", "batch", "layer"] = "none"
     augmentation: AugmentConfig = AugmentConfig()
 
     @field_validator("augmentation", mode="before")

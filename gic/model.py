@@ -138,8 +138,11 @@ def build_model(cfg: TrainConfig, precision: str = "fp32") -> Classifier:
 
         m = cfg.model
         activation = None if m.dense_activation == "linear" else m.dense_activation
+        norm = {"none": [], "batch": [keras.layers.BatchNormalization(momentum=0.9, name="feature_norm")],
+                "layer": [keras.layers.LayerNormalization(name="feature_norm")]}[m.head_norm]
         head = keras.Sequential([
             keras.Input((FEATURE_DIM,)),
+            *norm,
             keras.layers.Dense(m.dense_units, activation=activation, name="dense"),
             keras.layers.Dropout(m.dropout_rate, seed=cfg.seed, name="dropout"),
             keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output"),
