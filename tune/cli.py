@@ -106,6 +106,25 @@ def _emit(text: str | bytes, output: Path | None) -> None:
         click.get_binary_stream("stdout").write(text)
     else:
         click.echo(text.rstrip("\n"))
+
+@main.command("report")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for report.html, summary.md and the PNGs [default: RESULTS_DIR/report].")
+@click.option("--no-study", is_flag=True, help="Skip the Optuna SQLite export (RESULTS_DIR/optuna_study.db).")
+@user_errors
+def report_cmd(results_dir: Path, out: Path | None, no_study: bool) -> None:
+    """Plots, summary.md and a self-contained report.html; the study as an Optuna SQLite file."""
+    from tune.report import make_report
+
+    report = make_report(results_dir, out=out, export=not no_study)
+    click.echo(f"wrote {report.html}")
+    click.echo(f"      {report.summary} and {len(report.pngs)} PNGs beside it")
+    if report.study_db is not None:
+        click.echo(f"      {report.study_db}: optuna-dashboard sqlite:///{report.study_db}")
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+
 # --------------------------------------------------------------------- end of issue-4 commands
 
 
