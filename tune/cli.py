@@ -125,6 +125,35 @@ def report_cmd(results_dir: Path, out: Path | None, no_study: bool) -> None:
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
 
+
+@main.command("retrain")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, help="Retrain the K best trials.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs per configuration (seed, seed+1, ...): mean ± std.")
+@click.option("--train-on", type=click.Choice(["train", "train+validation"]), default="train", show_default=True,
+              help="train+validation has no validation to pick an epoch: the last epoch's weights are used.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RESULTS_DIR/retrain].")
+@click.option("--compare-baseline", is_flag=True,
+              help="Also train configs/baseline.yaml's recipe on the same data, image size, budget and seeds.")
+@click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), default=None,
+              help="The seed-recipe config for --compare-baseline [default: configs/baseline.yaml].")
+@click.option("--address", default=None,
+              help="Ray cluster (`auto`, host:port, or `local` for a local Ray): the runs go there in parallel.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a trainer key of the retrained configs, e.g. phase1.epochs=30.")
+@user_errors
+def retrain_cmd(results_dir: Path, top: int, seeds: int, train_on: str, out: Path | None, compare_baseline: bool,
+                baseline_path: Path | None, address: str | None, overrides: tuple[str, ...]) -> None:
+    """Retrain the best configuration(s) from scratch, full budget, no early stopping; test metrics."""
+    from tune.retrain import BASELINE, retrain
+
+    folder, table = retrain(results_dir, top=top, seeds=seeds, train_on=train_on, out=out,
+                            compare_baseline=compare_baseline, address=address,
+                            baseline_path=baseline_path or BASELINE, overrides=list(overrides), echo=_echo)
+    click.echo((folder / "comparison.md").read_text().rstrip())
+    click.echo(f"wrote {folder}/ (per run: model.keras, metrics.json, history.csv, curves.png; comparison.md)")
+
 # --------------------------------------------------------------------- end of issue-4 commands
 
 

@@ -1,0 +1,305 @@
+"""Retrain the best configuration(s) of a search from scratch and measure them on the test split.
+
+    gic-tune retrain results/demo                            # best trial, 1 seed, in this process
+    gic-tune retrain results/demo --top 3 --seeds 3 --compare-baseline --address auto
+
+A search picks configurations by val accuracy after early stopping; the number to quote comes from
+here: each configuration trained again with the full epoch budget (E1 + E2, no early stopping),
+its best-val-accuracy weights evaluated once on the untouched test split. With
+`--train-on train+validation` there is no held-out validation to pick an epoch, so the last
+epoch's weights are used (and metrics.json says so).
+
+Output (default <experiment>/retrain/):
+    <config>/seed<k>/   config.yaml, model.keras (loadable by `gic predict`), metrics.json,
+                        history.csv, curves.png
+    summary.csv         one row per run
+    comparison.csv/.md  per configuration: test accuracy, AUC and training time, mean ± std over seeds
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from gic.config import TrainConfig, load_config
+from gic.errors import GicError
+
+from tune.results import params_of
+from tune.trials import require_experiment, search_config, select, trial_table
+
+BASELINE = Path(__file__).resolve().parents[1] / "configs" / "baseline.yaml"
+RETRAIN_DIR = "retrain"
+# What the baseline takes from the tuned config to run on the same data, image size and budget; the
+# recipe itself (head, dropout, augmentation, optimizers, learning rates, unfrozen layers) stays.
+SHARED_WITH_BASELINE = ("data", "phase1.epochs", "phase2.epochs", "model.weights", "precision", "jit_compile",
+                        "steps_per_execution")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: a named configuration and a seed."""
+
+    name: str  # "best-<trial id>", "top2-<trial id>" or "baseline"
+    seed: int
+    config: dict[str, Any]  # TrainConfig as a dict (plain data: it travels to Ray workers)
+    train_on: str
+
+    @property
+    def folder(self) -> str:
+        return f"{self.name}/seed{self.seed}"
+
+
+def tuned_configs(experiment: str | Path, top: int = 1, overrides: list[str] | None = None) -> list[tuple[str, TrainConfig]]:
+    """The top-K trials' full trainer configs (the search's base config plus each trial's params).
+
+    Raises:
+        GicError: no trial has a score yet, or the folder lacks the search's trainer config.
+    """
+    from tune.space import apply_params
+
+    folder = require_experiment(experiment)
+    base = search_config(folder).get("trainer")
+    if not base:
+        raise GicError(f"{folder}: no search_config.yaml with the trainer config; cannot rebuild the trials' configs")
+    frame = select(trial_table(folder), sort="best", status=["finished", "stopped"])
+    frame = frame.dropna(subset=["best_val_accuracy"]).head(top)
+    if frame.empty:
+        raise GicError(f"{folder}: no finished or stopped trial with a val accuracy yet; nothing to retrain")
+    out = []
+    for rank, row in enumerate(frame.to_dict("records"), start=1):
+        cfg = apply_params(TrainConfig.model_validate(base), params_of(row))
+        if overrides:
+            cfg = cfg.with_overrides(list(overrides))
+        out.append((f"{'best' if rank == 1 else f'top{rank}'}-{row['trial_id']}", cfg))
+    return out
+
+
+def baseline_config(tuned: TrainConfig, path: str | Path = BASELINE) -> TrainConfig:
+    """The seed recipe on the tuned config's data, image size, epoch budget, weights and precision."""
+    recipe = load_config(path).to_dict()
+    source = tuned.to_dict()
+    for key in SHARED_WITH_BASELINE:
+        node_from, node_to = source, recipe
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node_from, node_to = node_from[part], node_to[part]
+        node_to[leaf] = node_from[leaf]
+    return TrainConfig.model_validate(recipe)
+
+
+def plan_runs(configs: list[tuple[str, TrainConfig]], seeds: int, train_on: str,
+              baseline: TrainConfig | None) -> list[Run]:
+    """K configs x S seeds (+ the baseline x S seeds): seed k is the config's own seed + k."""
+    named = list(configs) + ([("baseline", baseline)] if baseline is not None else [])
+    first_seed = configs[0][1].seed
+    runs = []
+    for name, cfg in named:
+        for k in range(seeds):
+            seeded = cfg.with_overrides({"seed": first_seed + k})
+            runs.append(Run(name=name, seed=first_seed + k, config=seeded.to_dict(), train_on=train_on))
+    return runs
+
+
+def _merge_train_validation(data):
+    """train+validation as the training split; the validation split stays only as a (seen) monitor."""
+    import dataclasses
+
+    import numpy as np
+    from gic.data import Split
+
+    merged = Split(images=np.concatenate([data.train.images, data.validation.images]),
+                   labels=np.concatenate([data.train.labels, data.validation.labels]),
+                   paths=[*data.train.paths, *data.validation.paths])
+    return dataclasses.replace(data, train=merged, fingerprint=f"{data.fingerprint}+val")
+
+
+def train_run(run: Run, data, out: str | Path) -> dict[str, Any]:
+    """Train one run from scratch into `out`; return its metrics (also written to metrics.json)."""
+    from gic.config import save_config
+    from gic.evaluate import evaluate, plot_curves
+    from gic.files import atomic_write_json
+    from gic.train import read_checkpoint, train_two_phase
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = TrainConfig.model_validate(run.config)
+    save_config(cfg, out / "config.yaml")
+    last_epoch = cfg.total_epochs
+    tmp = Path(tempfile.mkdtemp(prefix="gic-retrain-"))
+    on_epoch = None
+    if run.train_on == "train+validation":
+        data = _merge_train_validation(data)
+
+        def on_epoch(metrics, save_checkpoint):  # keep the last epoch's weights: no validation to choose
+            if int(metrics["epoch"]) == last_epoch:
+                save_checkpoint(tmp / "last")
+    started = time.perf_counter()
+    try:
+        result = train_two_phase(cfg, data, on_epoch=on_epoch, evaluate_test=run.train_on == "train")
+        train_s = time.perf_counter() - started
+        model = result.model
+        if run.train_on == "train+validation":
+            state = read_checkpoint(tmp / "last")
+            for var, value in zip(model.variables, state["variables"]):
+                var.assign(value)
+            test = evaluate(model, data.test, cfg.data.batch_size)
+            selection = {"weights": "last epoch", "epoch": last_epoch,
+                         "why": "trained on train+validation: no held-out validation to pick the best epoch; "
+                                "val_accuracy in history.csv is on images the model trained on"}
+        else:
+            test = result.test or {}
+            selection = {"weights": "best val_accuracy", "epoch": result.best_epoch}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
+    model.save(out / ".model.tmp.keras")
+    (out / ".model.tmp.keras").replace(out / "model.keras")
+    plot_curves(result.history, out / "curves.png", title=f"{run.name} seed {run.seed} ({run.train_on})")
+    metrics = {"name": run.name, "seed": run.seed, "train_on": run.train_on, "selected": selection,
+               "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+               **{k: v for k, v in test.items()}, "train_time_s": round(train_s, 2), "precision": result.precision,
+               "epochs": last_epoch, "train_images": len(data.train), "test_images": len(data.test)}
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _remote_run(run: Run, data, threads: int) -> dict[str, bytes]:
+    """A Ray task: train in a temporary folder on the worker and send the files back to the driver."""
+    from gic.runtime import configure_tensorflow
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        configure_tensorflow(threads=threads)
+    except Exception:  # noqa: BLE001 - a reused worker is configured already
+        pass
+    with tempfile.TemporaryDirectory(prefix="gic-retrain-run-") as tmp:
+        train_run(run, data, tmp)
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def run_all(runs: list[Run], out: Path, address: str | None, resources: dict[str, float],
+            echo=print) -> list[dict[str, Any]]:
+    """Every run: in this process one after another, or as Ray tasks on a cluster in parallel.
+
+    The dataset is decoded once here; on a cluster it goes to the workers through the object store,
+    and each run's files come back to this machine (no shared filesystem needed).
+    """
+    from gic.data import load_dataset
+
+    data = load_dataset(TrainConfig.model_validate(runs[0].config).data)
+    results = []
+    if address is None:
+        from gic.runtime import configure_tensorflow
+
+        configure_tensorflow(threads=None)
+        for i, run in enumerate(runs, start=1):
+            echo(f"[{i}/{len(runs)}] {run.name} seed {run.seed} on {run.train_on}")
+            metrics = train_run(run, data, out / run.folder)
+            echo(f"    test_accuracy {metrics.get('test_accuracy', float('nan')):.4f}  "
+                 f"test_auc {metrics.get('test_auc', float('nan')):.4f}  ({metrics['train_time_s']:.0f} s)")
+            results.append(metrics)
+        return results
+
+    import ray
+
+    from tune.search import init_ray
+
+    owns = init_ray(None if address == "local" else address)
+    try:
+        cpu, gpu = float(resources.get("cpu", 1)), float(resources.get("gpu", 0))
+        task = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=1)(_remote_run)
+        data_ref = ray.put(data)
+        pending = {task.remote(run, data_ref, max(1, int(cpu))): run for run in runs}
+        echo(f"{len(runs)} runs submitted to Ray ({cpu:g} CPU + {gpu:g} GPU each)")
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            run = pending.pop(done[0])
+            files = ray.get(done[0])
+            folder = out / run.folder
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, content in files.items():
+                (folder / name).write_bytes(content)
+            metrics = json.loads(files["metrics.json"])
+            echo(f"    {run.name} seed {run.seed}: test_accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
+            results.append(metrics)
+    finally:
+        if owns:
+            ray.shutdown()
+    return sorted(results, key=lambda m: (m["name"] != "baseline", m["name"], m["seed"]))
+
+
+def _mean_std(values: list[float], digits: int = 4) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def comparison(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per configuration: test accuracy, AUC (mean ± sample std over seeds), training time."""
+    frame = pd.DataFrame(results)
+    rows = []
+    for name, group in frame.groupby("name", sort=False):
+        rows.append({"config": name, "seeds": len(group),
+                     "test_accuracy": _mean_std(group["test_accuracy"].tolist()),
+                     "test_auc": _mean_std(group["test_auc"].tolist()),
+                     "train_time_s": _mean_std(group["train_time_s"].tolist(), digits=1),
+                     "test_accuracy_mean": group["test_accuracy"].mean(),
+                     "test_auc_mean": group["test_auc"].mean(),
+                     "train_time_s_mean": group["train_time_s"].mean()})
+    order = {n: i for i, n in enumerate(dict.fromkeys([r["config"] for r in rows if r["config"] != "baseline"]))}
+    rows.sort(key=lambda r: order.get(r["config"], len(order)))
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(table: pd.DataFrame, experiment: Path, train_on: str, seeds: int) -> str:
+    lines = [f"# Retrain of {experiment.name}: tuned vs seed recipe", "",
+             f"Each configuration trained from scratch on `{train_on}` with the full epoch budget, {seeds} seed(s); "
+             "test metrics of the " + ("last epoch's weights" if train_on == "train+validation" else
+                                         "best-val-accuracy weights") + " on the untouched test split.", "",
+             "| config | seeds | test accuracy | test AUC | training time (s) |", "|---|---|---|---|---|"]
+    for row in table.to_dict("records"):
+        label = "seed recipe (configs/baseline.yaml)" if row["config"] == "baseline" else f"tuned: {row['config']}"
+        lines.append(f"| {label} | {row['seeds']} | {row['test_accuracy']} | {row['test_auc']} | {row['train_time_s']} |")
+    return "\n".join(lines) + "\n"
+
+
+def retrain(experiment: str | Path, top: int = 1, seeds: int = 1, train_on: str = "train", out: str | Path | None = None,
+            compare_baseline: bool = False, address: str | None = None, baseline_path: str | Path = BASELINE,
+            overrides: list[str] | None = None, echo=print) -> tuple[Path, pd.DataFrame]:
+    """Retrain the top-K configurations (and the baseline) S times; write files and the comparison.
+
+    Returns:
+        (output folder, the comparison table).
+    """
+    if train_on not in ("train", "train+validation"):
+        raise GicError(f"--train-on {train_on}: expected train or train+validation")
+    folder = require_experiment(experiment).resolve()
+    configs = tuned_configs(folder, top, overrides)
+    baseline = baseline_config(configs[0][1], baseline_path) if compare_baseline else None
+    runs = plan_runs(configs, seeds, train_on, baseline)
+    out = Path(out) if out is not None else folder / RETRAIN_DIR
+    from gic.files import check_writable
+
+    check_writable(out)
+    resources = (search_config(folder).get("search") or {}).get("resources_per_trial") or {}
+    echo(f"retraining {len(configs)} configuration(s){' + the seed recipe' if baseline else ''} x {seeds} seed(s) "
+         f"= {len(runs)} runs, {configs[0][1].total_epochs} epochs each, on {train_on}; writing {out}")
+    results = run_all(runs, out, address, resources, echo)
+    pd.DataFrame(results).drop(columns=["selected", "confusion_matrix"], errors="ignore").to_csv(out / "summary.csv", index=False)
+    table = comparison(results)
+    table.to_csv(out / "comparison.csv", index=False)
+    (out / "comparison.md").write_text(comparison_markdown(table, folder, train_on, seeds))
+    return out, table
