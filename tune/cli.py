@@ -33,11 +33,13 @@ def main() -> None:
 @click.option("--address", default=None, help="Ray cluster to join: `auto` or host:port. Default: a local Ray on 127.0.0.1.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Trials in total (search.num_samples).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted experiment of this name.")
+@click.option("--warm-start", "warm_start", type=click.Path(path_type=Path), default=None,
+              help="A previous experiment folder: its trials (with their states) seed the new study.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key of the search file, e.g. search.max_concurrent=4 or trainer.phase1.epochs=2.")
 @user_errors
 def run(config_path: Path, name: str | None, address: str | None, num_samples: int | None, resume: bool,
-        overrides: tuple[str, ...]) -> None:
+        overrides: tuple[str, ...], warm_start: Path | None = None) -> None:
     """Run a search; print progress; write trials.csv and best_config.yaml."""
     from tune.config import load_search_config
 
@@ -51,7 +53,15 @@ def run(config_path: Path, name: str | None, address: str | None, num_samples: i
     from tune.search import run_search
 
     command = " ".join(shlex.quote(a) for a in ["gic-tune", *sys.argv[1:]])
-    run_search(spec, name=name, address=address, resume=resume, echo=_echo, command=command)
+    if warm_start is not None:
+        from gic.errors import GicError
+        from tune.trials import require_experiment
+
+        if resume:
+            raise GicError("--warm-start starts a new search; --resume continues one: use one of them")
+        require_experiment(warm_start)
+    run_search(spec, name=name, address=address, resume=resume, echo=_echo, command=command,
+               warm_start=str(warm_start) if warm_start else None)
 
 
 def _echo(line: str) -> None:

@@ -322,7 +322,7 @@ def build_trainable(spec: SearchSpec, data: Any):
 
 def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None = None,
                resume: bool = False, echo: Callable[[str], None] = print, command: str | None = None,
-               num_cpus: int | None = None) -> SearchSummary:
+               num_cpus: int | None = None, warm_start: str | None = None) -> SearchSummary:
     """Run (or resume) a search and write trials.csv and best_config.yaml.
 
     Args:
@@ -333,6 +333,7 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
         echo: where progress lines go.
         command: the command line, recorded in the experiment folder.
         num_cpus: CPUs of a local Ray (default: all).
+        warm_start: a previous experiment folder whose ended trials are added to the new study first.
 
     Returns:
         The experiment path, the trial table, the scheduler's early stops and the Optuna states.
@@ -357,7 +358,7 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
     started = time.time()
     owns_ray = init_ray(address or spec.search.address, num_cpus=num_cpus)
     try:
-        return _run(spec, name, path, local, resume, echo, command, started)
+        return _run(spec, name, path, local, resume, echo, command, started, warm_start)
     finally:
         if owns_ray:
             import ray
@@ -365,7 +366,7 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
             ray.shutdown()
 
 
-def _run(spec, name, path, local, resume, echo, command, started) -> SearchSummary:
+def _run(spec, name, path, local, resume, echo, command, started, warm_start=None) -> SearchSummary:
     from ray import tune
 
     echo(f"loading data ({spec.trainer.data.source}, {spec.trainer.data.image_size} px) once for all trials")
@@ -397,6 +398,10 @@ def _run(spec, name, path, local, resume, echo, command, started) -> SearchSumma
                                       reuse_actors=s.reuse_actors, trial_dirname_creator=trial_dirname)
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
         _describe(path, spec, name, command)
+        if warm_start:  # issue 4: a previous experiment's trials enter the study first (tune.warmstart)
+            from tune.warmstart import warm_start_searcher
+
+            echo(warm_start_searcher(searcher, warm_start, spec, path))
     echo(f"experiment {path}: {s.num_samples} trials, {s.max_concurrent} at a time, "
          f"{spec.search.resources_per_trial.cpu:g} CPU + {spec.search.resources_per_trial.gpu:g} GPU each, "
          f"ASHA max_t {spec.max_t} grace {s.grace_period} rf {s.reduction_factor:g}")
