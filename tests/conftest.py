@@ -1,0 +1,37 @@
+"""Shared test fixtures: an isolated cache folder and one small synthetic dataset for every test file."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Keras picks its backend, and TF its log level, at import time: before any test module imports them.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory):
+    """Never read or write the user's ~/.cache/gic; quiet TensorFlow."""
+    saved = {k: os.environ.get(k) for k in ("GIC_CACHE_DIR", "KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")}
+    os.environ["GIC_CACHE_DIR"] = str(tmp_path_factory.mktemp("gic-cache"))
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A synthetic dataset at 48 px: 24 train, 6 validation, 12 test images per class (seed 0)."""
+    from gic.data import make_synthetic
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    make_synthetic(root, per_class=24, size=48, seed=0)
+    return root
+
