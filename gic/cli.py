@@ -119,3 +119,137 @@ def data_check(root: Path) -> None:
         click.echo(line)
     if report.errors:
         sys.exit(2)
+
+
+# -------------------------------------------------------------------------------------- train
+@main.command("train")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
+              help="Trainer YAML (e.g. configs/demo-train.yaml, configs/baseline.yaml).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set phase1.epochs=5 (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder [default: results/train/<config name>].")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint, written after every epoch.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for TensorFlow.")
+@user_errors
+def train_cmd(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, threads: int | None) -> None:
+    """Train the two-phase VGG16 classifier and evaluate its best weights on the test split.
+
+    Writes to OUT: config.yaml (resolved), command.txt, versions.json, history.csv, metrics.json,
+    model.keras (best weights), curves.png and checkpoint/ (for --resume).
+    """
+    from gic.config import load_config
+    from gic.files import check_writable
+
+    cfg = load_config(config_path, list(overrides))
+    out = check_writable(out or Path("results") / "train" / config_path.stem)
+    checkpoint = out / "checkpoint"
+    if resume and not (checkpoint / "meta.json").is_file():
+        raise GicError(f"{checkpoint}: no checkpoint to resume from; run without --resume first")
+    run_training(cfg, out, resume=checkpoint if resume else None, threads=threads)
+
+
+def run_training(cfg, out: Path, resume: Path | None = None, threads: int | None = None) -> dict:
+    """config -> data -> two-phase training -> files in `out`; returns metrics.json's content."""
+    import pandas as pd
+
+    from gic.config import save_config
+    from gic.data import load_dataset
+    from gic.evaluate import plot_curves
+    from gic.files import atomic_write_json, atomic_write_text, command_line, versions
+    from gic.runtime import configure_tensorflow
+
+    configure_tensorflow(threads=threads)
+    save_config(cfg, out / "config.yaml")
+    atomic_write_text(out / "command.txt", command_line() + "\n")
+    atomic_write_json(out / "versions.json", versions())
+    data = load_dataset(cfg.data, progress=True)
+    click.echo(f"data: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test images "
+               f"at {cfg.data.image_size} px from {cfg.data.dir}")
+    total = cfg.total_epochs
+
+    def on_epoch(m: dict, save_checkpoint) -> None:
+        save_checkpoint(out / "checkpoint")
+        click.echo(f"epoch {m['epoch']:>3}/{total} phase {m['phase']}  loss {m['loss']:.4f}  "
+                   f"accuracy {m['accuracy']:.4f}  val_loss {m['val_loss']:.4f}  "
+                   f"val_accuracy {m['val_accuracy']:.4f}  ({m['epoch_time_s']:.1f}s)")
+
+    from gic.train import train_two_phase
+
+    result = train_two_phase(cfg, data, on_epoch=on_epoch, resume=resume)
+    metrics = result.metrics()
+    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
+    tmp_model = out / ".model.tmp.keras"
+    result.model.save(tmp_model)
+    tmp_model.replace(out / "model.keras")
+    plot_curves(result.history, out / "curves.png", title=f"{cfg.model.weights} weights, {cfg.data.image_size} px")
+    atomic_write_json(out / "metrics.json", metrics)
+    test = result.test or {}
+    click.echo(f"best val_accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}; "
+               f"test_accuracy {test.get('test_accuracy', float('nan')):.4f}, test_auc {test.get('test_auc', float('nan')):.4f}"
+               f" ({result.precision})")
+    click.echo(f"wrote {out}/ (model.keras, metrics.json, history.csv, curves.png)")
+    return metrics
+
+
+# ------------------------------------------------------------------------------------ predict
+@main.command("predict")
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@user_errors
+def predict_cmd(model_path: Path, images: tuple[Path, ...]) -> None:
+    """Print each image's predicted label and its probability (model loaded in Keras safe mode)."""
+    import numpy as np
+
+    from gic.data import CLASS_NAMES, decode_image
+    from gic.model import load_model
+
+    model = load_model(model_path)
+    size = int(model.input_shape[1])
+    batch = np.stack([decode_image(path, size) for path in images])
+    probs = np.asarray(model.predict(batch, verbose=0)).ravel()
+    for path, p in zip(images, probs):
+        label = CLASS_NAMES[int(p >= 0.5)]
+        click.echo(f"{path}\t{label}\t{max(p, 1 - p):.4f}")
+
+
+# -------------------------------------------------------------------------------------- bench
+@main.group()
+def bench() -> None:
+    """Benchmarks that print figures: this trainer against the seed's pipeline, and the search."""
+
+
+@bench.command("train")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="Image folder with {train,validation,test}/{men,women}.")
+@click.option("--size", type=click.IntRange(min=32), default=160, show_default=True, help="Image side in px.")
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Epochs per phase.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="The trainer's precision (the seed pipeline is always fp32).")
+@click.option("--weights", default="hed", show_default=True, help="VGG16 base weights: hed | imagenet | none | FILE.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for TensorFlow.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a trainer config key, e.g. --set jit_compile=on (repeatable).")
+@click.option("--only", type=click.Choice(["both", "trainer", "seed"]), default="both", show_default=True,
+              help="Run only one side (no ratio without the seed).")
+@user_errors
+def bench_train_cmd(data_dir: Path, size: int, epochs: int, batch_size: int, precision: str, weights: str,
+                    threads: int | None, overrides: tuple[str, ...], only: str) -> None:
+    """Images/s, ratio to the seed pipeline, peak memory, FLOP/s and test accuracy per phase.
+
+    Each (pipeline, phase) runs in its own process on the same data: phase 1 without augmentation
+    (the trainer on cached base features), phase 1 with augmentation, then phase 2 (3 conv layers).
+    """
+    from gic.bench import bench_train, count_test_images, format_table
+
+    impls = ("trainer", "seed") if only == "both" else (only,)
+    click.echo(f"gic bench train: {data_dir} at {size} px, {epochs} epoch(s) per phase, batch {batch_size}")
+    rows = bench_train(data_dir, size, epochs=epochs, batch_size=batch_size, precision=precision, weights=weights,
+                       threads=threads, overrides=overrides, impls=impls, echo=click.echo)
+    click.echo("")
+    click.echo(format_table(rows, bench_train.meta, size, epochs, n_test=count_test_images(data_dir)))
+
+
+if __name__ == "__main__":
+    main()
