@@ -107,6 +107,23 @@ def base_features(clf: Classifier, cfg: TrainConfig, data: Dataset, precision: s
     return feats
 
 
+def validation_features(clf: Classifier, cfg: TrainConfig, data: Dataset, precision: str) -> np.ndarray:
+    """Pooled base features of the validation images alone, for phase 1 with augmentation.
+
+    Validation images are never augmented and the base is frozen in phase 1, so their features are
+    the same every epoch: evaluating the head on them skips a full base forward of the validation
+    split per epoch (20% of the seed split's per-epoch arithmetic). The full cache is used when there.
+    """
+    key = feature_cache_key(cfg, data, precision)
+    if key in _FEATURE_CACHE:
+        return _FEATURE_CACHE[key]["validation"]
+    vkey = f"{key}-validation"
+    if vkey not in _FEATURE_CACHE:
+        _FEATURE_CACHE[vkey] = {"validation": clf.features.predict(
+            _image_batches(data.validation, cfg.data.batch_size), verbose=0)}
+    return _FEATURE_CACHE[vkey]["validation"]
+
+
 # ------------------------------------------------------------------------------- pipelines
 def _image_batches(split: Split, batch_size: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(split.images).batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -144,14 +161,16 @@ def write_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     arrays = {f"var_{i}": v for i, v in enumerate(state["variables"])}
     arrays |= {f"opt_{i}": v for i, v in enumerate(state["optimizer"])}
-    arrays |= {f"best_{i}": v for i, v in enumerate(state["best_weights"] or [])}
+    best_is_current = state["best_weights"] is not None and state.get("best_epoch") == state["epoch"]
+    best = [] if best_is_current else (state["best_weights"] or [])  # no second copy of the same arrays
+    arrays |= {f"best_{i}": v for i, v in enumerate(best)}
     with open(tmp / "state.npz", "wb") as f:
         np.savez(f, **arrays)
         f.flush()
         os.fsync(f.fileno())
     meta = {k: v for k, v in state.items() if k not in ("variables", "optimizer", "best_weights")}
     meta |= {"version": CHECKPOINT_VERSION, "n_variables": len(state["variables"]),
-             "n_optimizer": len(state["optimizer"]), "n_best": len(state["best_weights"] or [])}
+             "n_optimizer": len(state["optimizer"]), "n_best": len(best), "best_is_current": best_is_current}
     (tmp / "meta.json").write_text(json.dumps(meta))
     old = None
     if path.exists():
@@ -177,6 +196,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             meta["variables"] = [z[f"var_{i}"] for i in range(meta["n_variables"])]
             meta["optimizer"] = [z[f"opt_{i}"] for i in range(meta["n_optimizer"])]
             meta["best_weights"] = [z[f"best_{i}"] for i in range(meta["n_best"])] or None
+            if meta.get("best_is_current"):
+                meta["best_weights"] = [a.copy() for a in meta["variables"]]
     except (OSError, ValueError, KeyError) as err:
         raise GicError(f"{path}: not a usable gic checkpoint ({type(err).__name__}: {str(err)[:120]})") from None
     return meta
@@ -237,10 +258,18 @@ class _TwoPhase:
         self.best_weights, self.timing = state["best_weights"], dict(state["timing"])
 
     # -- phases
+    def _jit(self) -> bool:
+        """XLA where it helps: `auto` compiles on a GPU, never on a CPU. Measured on a 2-core AVX512-BF16
+        CPU (TF 2.21, VGG16 at 128 px): XLA forward 12.5 vs 13.0 img/s in fp32 and 18.5 vs 43 img/s in
+        bf16 (XLA's CPU convolutions do not use oneDNN's bf16 kernels)."""
+        if self.cfg.jit_compile == "auto":
+            return runtime.has_gpu()
+        return self.cfg.jit_compile == "on"
+
     def compile(self, target: keras.Model, optimizer: str, learning_rate: float) -> None:
         target.compile(optimizer=make_optimizer(optimizer, learning_rate, self.precision),
                        loss="binary_crossentropy", metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
-                       jit_compile={"auto": "auto", "on": True, "off": False}[self.cfg.jit_compile],
+                       jit_compile=self._jit(),
                        steps_per_execution=self.cfg.steps_per_execution)
         self.target = target
 
@@ -257,6 +286,14 @@ class _TwoPhase:
                              for name, split in (("train", self.data.train), ("validation", self.data.validation))}
             self.compile(self.clf.head, p1.optimizer, p1.learning_rate)
         else:
+            start = time.perf_counter()
+            feats = validation_features(self.clf, self.cfg, self.data, self.precision)
+            self.timing["phase1_time_s"] += time.perf_counter() - start
+            self.features = {"validation": _Batches(feats, self.data.validation.labels, self.cfg.data.batch_size,
+                                                    self.cfg.seed)}
+            # the head shares the model's variables; compiled only to evaluate on the features
+            self.clf.head.compile(loss="binary_crossentropy", metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+                                  jit_compile=self._jit())
             self.compile(self.clf.model, p1.optimizer, p1.learning_rate)
 
     def start_phase2(self) -> None:
@@ -267,15 +304,18 @@ class _TwoPhase:
     def run_epoch(self, epoch: int, phase: int) -> dict[str, Any]:
         for gen in self.seed_generators:  # dropout masks: a function of (seed, epoch) alone
             gen.state.assign(np.array([self.cfg.seed, epoch], dtype=gen.state.dtype))
-        on_features = phase == 1 and self.features is not None
-        source = self.features if on_features else self.images
+        on_features = phase == 1 and self.features is not None and "train" in self.features
         augment = None if (on_features or (phase == 1 and not self.cfg.phase1.augment)) else self.cfg.model.augmentation
         if augment is not None and not augment.enabled:
             augment = None
         start = time.perf_counter()
-        fit = self.target.fit(source["train"].epoch(epoch, augment), epochs=1, verbose=0, shuffle=False)
+        train_source = self.features if on_features else self.images
+        fit = self.target.fit(train_source["train"].epoch(epoch, augment), epochs=1, verbose=0, shuffle=False)
         train_time = time.perf_counter() - start
-        val = self.target.evaluate(source["validation"].epoch(0), verbose=0, return_dict=True)
+        if phase == 1 and self.features is not None:  # frozen base: validation on its cached features
+            val = self.clf.head.evaluate(self.features["validation"].epoch(0), verbose=0, return_dict=True)
+        else:
+            val = self.target.evaluate(self.images["validation"].epoch(0), verbose=0, return_dict=True)
         self.timing[f"phase{phase}_time_s"] += train_time
         self.timing[f"phase{phase}_images"] += len(self.data.train)
         return {"epoch": epoch, "phase": phase, "loss": float(fit.history["loss"][-1]),
