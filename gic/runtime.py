@@ -7,6 +7,7 @@ first thing; `gic train` calls it too.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -17,25 +18,36 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 
 
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with stderr silenced: its C++ start-up banners (oneDNN, CUDA stubs) are
-    printed before its logging honours TF_CPP_MIN_LOG_LEVEL. Import errors still propagate."""
-    import sys
-
-    if "tensorflow" in sys.modules or os.environ.get("GIC_TF_VERBOSE"):
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence file descriptor 2 (C++ writes too): TensorFlow's start-up banners (oneDNN, CUDA
+    stubs, cuInit on GPU-less machines) are printed before its logging honours
+    TF_CPP_MIN_LOG_LEVEL. Python exceptions still propagate. GIC_TF_VERBOSE=1 keeps them."""
+    if os.environ.get("GIC_TF_VERBOSE"):
+        yield
         return
     try:
         saved = os.dup(2)
     except OSError:
+        yield
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
+        yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def _import_tensorflow_quietly() -> None:
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        with quiet_stderr():
+            import tensorflow  # noqa: F401
+            tensorflow.config.list_physical_devices("GPU")  # the cuInit probe, once per process
 
 
 _import_tensorflow_quietly()
