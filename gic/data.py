@@ -53,6 +53,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 MAX_IMAGE_PIXELS = 64_000_000
 MIN_IMAGE_SIDE = 32  # smaller images are upscaled a lot: check warns about them
 IMBALANCE_RATIO = 1.5  # check warns when the largest class of a split is this much bigger
+SYNTH_SPEC_FILE = "synthetic.json"  # what make_synthetic was asked for, to refuse a stale folder
 CACHE_FORMAT = 1  # bump when the decoded arrays change for the same files (resize method, ...)
 _WORKERS = min(8, os.cpu_count() or 1)
 
@@ -368,6 +369,18 @@ def _load_cache(path: Path, root: Path, fingerprint: str, size: int) -> Dataset 
 
 
 # ------------------------------------------------------------------------------------ loading
+def _check_synthetic_spec(root: Path, wanted: dict) -> None:
+    """A synthetic folder made with another spec is not silently reused."""
+    try:
+        made = json.loads((root / SYNTH_SPEC_FILE).read_text())
+    except (OSError, ValueError):
+        return  # not made by make_synthetic (or by an older one): the user's folder, taken as is
+    if made != wanted:
+        diff = ", ".join(f"{k} {made.get(k)} (config: {v})" for k, v in wanted.items() if made.get(k) != v)
+        raise DataError(f"{root}: synthetic data made with {diff}; delete the folder to regenerate it, "
+                        "or point data.dir elsewhere")
+
+
 def ensure_data(cfg: "DataConfig") -> Path:
     """Make sure `cfg.dir` holds a prepared folder, creating it when the source says how.
 
@@ -380,6 +393,8 @@ def ensure_data(cfg: "DataConfig") -> Path:
     """
     root = Path(cfg.dir).expanduser()
     if root.exists():
+        if cfg.source == "synthetic":
+            _check_synthetic_spec(root, cfg.synthetic.model_dump())
         return root
     if cfg.source == "synthetic":
         spec = cfg.synthetic
@@ -581,6 +596,7 @@ def make_synthetic(dest: str | Path, per_class: int = 60, size: int = 64, seed: 
 
         with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
             list(pool.map(write, jobs))
+        (tmp / SYNTH_SPEC_FILE).write_text(json.dumps({"per_class": per_class, "size": size, "seed": seed}) + "\n")
         _publish(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -921,7 +937,7 @@ def check_dataset(root: str | Path) -> CheckReport:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
         for e in entries:
-            if e.name.startswith("."):
+            if e.name.startswith(".") or e.name == SYNTH_SPEC_FILE:
                 continue
             if _is_dir(e):
                 if e.name in expected:

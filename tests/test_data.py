@@ -51,7 +51,7 @@ def test_synthetic_layout_counts_and_same_seed_same_bytes(tmp_path):
     make_synthetic(tmp_path / "c", per_class=4, size=32, seed=1)
     assert counts == {"train": 8, "validation": 4, "test": 4}  # val max(2, 4//4), test max(2, 4//2) per class
     a, b, c = all_bytes(tmp_path / "a"), all_bytes(tmp_path / "b"), all_bytes(tmp_path / "c")
-    assert len(a) == 16 and a == b
+    assert len(a) == 16 + 1 and a == b  # 16 images and synthetic.json
     assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
     for split in SPLITS:
         for cls in CLASS_NAMES:
@@ -570,3 +570,16 @@ def test_download_extracts_the_zip_safely_and_cleans_up(no_kaggle_credentials, f
         download_kaggle(tmp_path / "raw2")
     assert "SECRET" not in str(err.value)
     assert not (tmp_path / "raw2").exists()
+
+
+def test_a_synthetic_folder_made_with_another_spec_is_not_silently_reused(tmp_path):
+    from gic.config import DataConfig
+    from gic.data import ensure_data
+
+    cfg = DataConfig(source="synthetic", dir=tmp_path / "s", image_size=32,
+                     synthetic={"per_class": 4, "size": 32, "seed": 0})
+    assert ensure_data(cfg) == tmp_path / "s"
+    assert ensure_data(cfg) == tmp_path / "s"  # same spec: reused
+    other = cfg.model_copy(update={"synthetic": cfg.synthetic.model_copy(update={"per_class": 8})})
+    with pytest.raises(DataError, match=r"synthetic data made with per_class 4 \(config: 8\)"):
+        ensure_data(other)
