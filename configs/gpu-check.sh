@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# GPU check (issue 5, item 9): one NVIDIA GPU, under 10 minutes, no download, no Kaggle credentials.
+#
+#   bash configs/gpu-check.sh [WORKDIR]        # default WORKDIR: /tmp/gic-gpu-check
+#
+# 1. Synthetic data at 180 px with the seed split's sizes, 1598 / 400 / 800 images: make_synthetic
+#    with per_class=800 gives 1600 / 400 / 800; one training image per class is then removed.
+# 2. `gic bench train` at 180 px: images/s of the trainer and the seed pipeline per phase, and the
+#    fraction of the GPU's bf16 dense peak achieved in phase 2 (the "% peak" column).
+# 3. A 64-trial search at 0.25 GPU per trial (four trials share the GPU) on that data, timed.
+#    `gic bench search` is not written yet: the search runs through `gic-tune run` and its wall
+#    time is printed here; per-trial fixed overheads are in the trial table (trial_wall_s).
+# Not run yet: the machine this was written on has no GPU. Record its output in README when it runs.
+set -euo pipefail
+WORK=${1:-/tmp/gic-gpu-check}
+DATA="$WORK/synth180"
+mkdir -p "$WORK"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+if [ ! -d "$DATA" ]; then
+  python - "$DATA" <<'PY'
+import sys
+from pathlib import Path
+from gic.data import make_synthetic
+root = Path(sys.argv[1])
+make_synthetic(root, per_class=800, size=180, seed=0)        # 1600 / 400 / 800
+for cls in ("men", "women"):                                 # -> 1598 / 400 / 800, as the seed split
+    sorted((root / "train" / cls).iterdir())[-1].unlink()
+print({s: sum(1 for _ in (root / s).rglob("*.png")) for s in ("train", "validation", "test")})
+PY
+fi
+
+echo "== gic bench train (180 px, 3 epochs per phase; ~3 min) =="
+timeout 300 gic bench train --data "$DATA" --size 180 --epochs 3 --weights hed --precision auto
+
+echo "== 64-trial search at 0.25 GPU per trial (~5 min) =="
+rm -rf "$WORK/results/gpu-check"
+start=$(date +%s)
+timeout 330 gic-tune run --config configs/search.yaml --name gpu-check \
+  --set trainer.data.source=folder --set "trainer.data.dir=$DATA" --set trainer.model.weights=hed \
+  --set search.num_samples=64 --set search.resources_per_trial.gpu=0.25 --set "search.storage_path=$WORK/results" || echo "search stopped (timeout or error): see above"
+echo "64-trial search wall time: $(( $(date +%s) - start )) s"
