@@ -142,11 +142,22 @@ def train_cmd(config_path: Path, overrides: tuple[str, ...], out: Path | None, r
     from gic.files import check_writable
 
     cfg = load_config(config_path, list(overrides))
-    out = check_writable(out or Path("results") / "train" / config_path.stem)
+    out = out or Path("results") / "train" / config_path.stem
+    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+    out = check_writable(out)
     checkpoint = out / "checkpoint"
     if resume and not (checkpoint / "meta.json").is_file():
         raise GicError(f"{checkpoint}: no checkpoint to resume from; run without --resume first")
-    run_training(cfg, out, resume=checkpoint if resume else None, threads=threads)
+    try:
+        run_training(cfg, out, resume=checkpoint if resume else None, threads=threads)
+    except GicError:
+        # Nothing half-written: bad data or weights stop a new run before its first epoch, so a
+        # fresh OUT holds only the config and versions; remove them (never a folder with a checkpoint).
+        if fresh and not (checkpoint / "meta.json").is_file():
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def run_training(cfg, out: Path, resume: Path | None = None, threads: int | None = None) -> dict:

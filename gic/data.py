@@ -315,6 +315,35 @@ def cache_path(cfg: "DataConfig", fingerprint: str) -> Path:
     return cache_dir(cfg.cache_dir) / f"dataset-{fingerprint[:40]}-{cfg.on_bad_image}.npz"
 
 
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_cache_room(folder: Path, images: int, size: int) -> int:
+    """Refuse to start decoding when the cache's disk cannot hold the decoded arrays.
+
+    The cache is uncompressed uint8: `images * size * size * 3` bytes plus a small margin.
+
+    Returns:
+        The bytes needed.
+
+    Raises:
+        DataError: naming the folder, what is needed and what is free.
+    """
+    needed = images * size * size * 3
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return needed  # cannot tell: the cache write itself warns if it fails
+    if needed * 1.05 + (16 << 20) > free:
+        raise DataError(f"{folder}: no room for the data cache ({images} images at {size} px need {_gib(needed)}, "
+                        f"{_gib(free)} free); free some space or point data.cache_dir (or GIC_CACHE_DIR) at a larger disk")
+    return needed
+
+
 def _save_cache(path: Path, ds: Dataset, root: Path) -> None:
     arrays: dict[str, np.ndarray] = {
         "format": np.asarray(CACHE_FORMAT),
@@ -435,6 +464,7 @@ def load_dataset(cfg: "DataConfig", progress: bool = False) -> Dataset:
         return cached
 
     total = sum(len(p) for per_class in files.values() for p in per_class.values())
+    check_cache_room(cpath.parent, total, size)  # before minutes of decoding, not after
     bar = _Progress(total) if progress else None
     splits = {}
     for name in SPLITS:

@@ -60,8 +60,13 @@ def run(config_path: Path, name: str | None, address: str | None, num_samples: i
         if resume:
             raise GicError("--warm-start starts a new search; --resume continues one: use one of them")
         require_experiment(warm_start)
-    run_search(spec, name=name, address=address, resume=resume, echo=_echo, command=command,
-               warm_start=str(warm_start) if warm_start else None)
+    summary = run_search(spec, name=name, address=address, resume=resume, echo=_echo, command=command,
+                         warm_start=str(warm_start) if warm_start else None)
+    if summary.interrupted:
+        again = command if resume else f"{command} --resume"
+        click.echo(f"interrupted: the experiment is saved in {summary.experiment_path}; "
+                   f"continue it with: {again}", err=True)
+        sys.exit(130)  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def _echo(line: str) -> None:

@@ -246,6 +246,7 @@ class SearchSummary:
     optuna_states: dict[str, str] = field(default_factory=dict)  # ray trial id -> optuna state
     wall_s: float = 0.0
     best: dict[str, Any] | None = None
+    interrupted: bool = False  # Ctrl-C: saved by Ray, continue with --resume
 
 
 def experiment_path(spec: SearchSpec, name: str | None = None) -> str:
@@ -308,14 +309,17 @@ def build_scheduler(spec: SearchSpec) -> ReplayASHA:
                       grace_period=s.grace_period, reduction_factor=s.reduction_factor)
 
 
-def build_trainable(spec: SearchSpec, data: Any):
+def build_trainable(spec: SearchSpec, data: Any, experiment_path: str = ""):
     """The trial function with the dataset in the object store and the trial's resources."""
     from ray import tune
 
     r = spec.search.resources_per_trial
+    d = spec.search.debug
     settings = {"cpu": r.cpu, "gpu": r.gpu, "gpu_memory_margin_mb": r.gpu_memory_margin_mb,
                 "checkpoint_every": spec.search.checkpoint_every,
-                "fail_once_at_epoch": spec.search.debug.fail_once_at_epoch}
+                "fail_once_at_epoch": d.fail_once_at_epoch, "fail_always_at_epoch": d.fail_always_at_epoch,
+                "failing_trials": d.failing_trials, "dry_run": d.dry_run, "dry_run_epoch_s": d.dry_run_epoch_s,
+                "experiment_path": experiment_path}
     trainable = tune.with_parameters(run_trial, data=data, base=spec.trainer.to_dict(), settings=settings)
     return tune.with_resources(trainable, {"cpu": r.cpu, "gpu": r.gpu})
 
@@ -350,20 +354,60 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
     name = name or spec.search.name
     path = experiment_path(spec, name)
     local = None if _is_uri(path) else Path(path)
+    if local is not None and local.exists() and not local.is_dir():
+        raise GicError(f"{path}: exists and is not a folder; expected an experiment folder or nothing")
     if not resume and local is not None and local.exists() and any(local.iterdir()):
         raise GicError(f"{path} already exists; add --resume to continue it or --name for a new experiment")
     if resume and local is not None and not (local / "tuner.pkl").is_file():
         raise GicError(f"{path}: no experiment to resume (no tuner.pkl)")
+    fresh = local is not None and not resume
+    created = fresh and not local.exists()
+    if local is not None:
+        from gic.files import check_writable
+
+        check_writable(local)  # a read-only or misplaced results folder fails now, not after the first trial
 
     started = time.time()
-    owns_ray = init_ray(address or spec.search.address, num_cpus=num_cpus)
     try:
-        return _run(spec, name, path, local, resume, echo, command, started, warm_start)
-    finally:
-        if owns_ray:
-            import ray
+        owns_ray = init_ray(address or spec.search.address, num_cpus=num_cpus)
+        try:
+            check_resources(spec, owns_ray, echo)
+            return _run(spec, name, path, local, resume, echo, command, started, warm_start)
+        finally:
+            if owns_ray:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
+    except BaseException:
+        # Nothing half-written: a new experiment that failed (or was interrupted) before Ray saved a
+        # state that --resume can use leaves no folder behind, so the same command can run again.
+        if fresh and local.is_dir() and not tune.Tuner.can_restore(str(local)):
+            import shutil
+
+            shutil.rmtree(local, ignore_errors=True)
+            if not created:
+                local.mkdir(parents=True, exist_ok=True)
+        raise
+
+
+def check_resources(spec: SearchSpec, owns_ray: bool, echo: Callable[[str], None] = print) -> None:
+    """Refuse a trial that the cluster can never place, instead of waiting for it forever.
+
+    On a local Ray (started here) the resources are all there is: an error. A cluster may grow
+    (autoscaler), so there it is a warning.
+    """
+    import ray
+
+    need = spec.search.resources_per_trial
+    have = ray.cluster_resources()
+    for key, wanted, label in (("GPU", need.gpu, "gpu"), ("CPU", need.cpu, "cpu")):
+        available = float(have.get(key, 0))
+        if wanted > 0 and wanted > available + 1e-9:
+            text = (f"search.resources_per_trial.{label} = {wanted:g} but the Ray cluster has {available:g} {key}(s); "
+                    + ("set it to 0 to train on CPUs" if key == "GPU" else f"use at most {available:g}"))
+            if owns_ray:
+                raise GicError(text)
+            echo(f"warning: {text} (waiting for the cluster to grow)")
 
 
 def _run(spec, name, path, local, resume, echo, command, started, warm_start=None) -> SearchSummary:
@@ -373,7 +417,7 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
     from gic.data import load_dataset
 
     data = load_dataset(spec.trainer.data)
-    trainable = build_trainable(spec, data)
+    trainable = build_trainable(spec, data, path)
     s = spec.search
     if resume:
         if not tune.Tuner.can_restore(path):
@@ -415,7 +459,20 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
     if tune_config is not None:
         scheduler = tune_config.scheduler
         searcher = getattr(tune_config.search_alg, "searcher", searcher)
+    # Ctrl-C (SIGINT) makes Ray stop the loop, snapshot the experiment and return normally, with the
+    # trials it stopped marked as ended in memory. Its last snapshot on disk still says which were
+    # running: an interrupted search has trials running there, or fewer trials than planned.
+    interrupted = False
+    if local is not None:
+        from tune.results import load_trials, write_trials_csv
+
+        expected = int(getattr(tune_config, "num_samples", None) or s.num_samples)
+        on_disk = load_trials(path)
+        interrupted = len(on_disk) < expected or bool(on_disk["status"].isin(["running", "pending", "paused"]).any())
+        if interrupted:
+            write_trials_csv(on_disk, path)  # not "stopped by ASHA": running when interrupted
     summary = _finish(path, spec, grid, searcher, scheduler, time.time() - started)
+    summary.interrupted = interrupted
     echo(_final_line(summary))
     return summary
 

@@ -89,13 +89,24 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
     from ray import tune
 
     settings = settings or {}
-    worker = configure_worker(settings)
-    from gic.train import train_two_phase
+    if settings.get("dry_run"):  # NOT A REAL SEARCH: synthetic metrics, no TensorFlow (tune.dryrun)
+        import functools
+
+        from tune.dryrun import dry_run_train
+
+        worker = {"threads": 0, "gpu_memory_cap_mb": None, "gpu_total_mb": None}
+        train_two_phase = functools.partial(dry_run_train, epoch_s=float(settings.get("dry_run_epoch_s", 0.0)))
+    else:
+        worker = configure_worker(settings)
+        from gic.train import train_two_phase
 
     cfg = apply_params(TrainConfig.model_validate(base or {}), config)
     planned = cfg.total_epochs
     every = int(settings.get("checkpoint_every", 1))
     fail_at = settings.get("fail_once_at_epoch")
+    fail_always_at = settings.get("fail_always_at_epoch")
+    if fail_always_at and not _designated_to_fail(settings):
+        fail_always_at = None
     node_id = _node_id()
     started = time.time()
 
@@ -117,6 +128,8 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
         epoch = int(metrics["epoch"])
         if fail_at and checkpoint is None and epoch == fail_at:
             raise RuntimeError(f"injected failure at epoch {epoch} (search.debug.fail_once_at_epoch)")
+        if fail_always_at and epoch == fail_always_at:
+            raise RuntimeError(f"injected failure at epoch {epoch} (search.debug.fail_always_at_epoch)")
         del history[epoch - 1:]
         value = metrics.get(METRIC)
         history.append(None if value is None or not math.isfinite(float(value)) else float(value))
@@ -148,6 +161,31 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
     finally:
         if resume_dir:
             shutil.rmtree(resume_dir, ignore_errors=True)
+
+
+def _designated_to_fail(settings: dict[str, Any]) -> bool:
+    """True for the first `failing_trials` trials to start (search.debug.fail_always_at_epoch).
+
+    The choice is kept in slot files in the experiment folder, so a retried trial stays designated
+    (one machine or a shared filesystem: this is a test drill, not a feature).
+    """
+    from ray import tune
+
+    folder = Path(settings["experiment_path"], ".debug-failing")
+    folder.mkdir(parents=True, exist_ok=True)
+    trial_id = tune.get_context().get_trial_id()
+    slots = [folder / f"slot-{i}" for i in range(int(settings.get("failing_trials", 1)))]
+    if any(slot.is_file() and slot.read_text() == trial_id for slot in slots):
+        return True
+    for slot in slots:
+        try:
+            fd = os.open(slot, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(trial_id)
+        return True
+    return False
 
 
 def trial_dirname(trial) -> str:
