@@ -185,7 +185,9 @@ def load_trials(experiment_dir: str | Path) -> pd.DataFrame:
 
 def _statuses(root: Path) -> dict[str, tuple[str, str | None]]:
     """{trial_id: (status, None)} from the newest experiment_state-*.json."""
-    newest = max(root.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    # By the start time in the name: a resumed run writes a new file, and syncing the experiment
+    # folder also touches the old one, so modification times do not tell which is current.
+    newest = max(root.glob("experiment_state-*.json"), key=lambda p: (p.name, p.stat().st_mtime))
     try:
         state = json.loads(newest.read_text())
     except (OSError, json.JSONDecodeError):
