@@ -10,6 +10,7 @@ User mistakes print one line (`error: ...`) and exit with code 2; no traceback.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -35,7 +36,28 @@ def user_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OneLineErrors(click.Group):
+    """A command group whose usage errors (a bad option value, a missing argument, an unknown
+    command) are one `error:` line naming the command, with exit code 2, like every other user error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as err:
+            where = f"{err.ctx.command_path}: " if getattr(err, "ctx", None) is not None else ""
+            hint = " (see --help)" if isinstance(err, click.UsageError) else ""
+            click.echo(f"error: {where}{err.format_message()}{hint}", err=True)
+            sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=OneLineErrors, context_settings=CONTEXT)
 @click.version_option(package_name="gic-tune")
 def main() -> None:
     """Train and evaluate the VGG16 transfer-learning classifier of men and women photos.
@@ -260,6 +282,22 @@ def bench_train_cmd(data_dir: Path, size: int, epochs: int, batch_size: int, pre
                        threads=threads, overrides=overrides, impls=impls, echo=click.echo)
     click.echo("")
     click.echo(format_table(rows, bench_train.meta, size, epochs, n_test=count_test_images(data_dir)))
+
+
+@bench.command("search", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def bench_search_cmd(ctx: click.Context) -> None:
+    """The search benchmark: runs `gic-tune bench` with these arguments (see `gic-tune bench --help`).
+
+    It lives in the search package (gic never imports tune); this command hands over to it.
+    """
+    import shutil
+
+    exe = shutil.which("gic-tune")
+    if exe is None:
+        raise click.UsageError("gic-tune is not on PATH; install the package (pip install -e .)")
+    sys.stdout.flush()
+    os.execv(exe, [exe, "bench", *ctx.args])
 
 
 if __name__ == "__main__":

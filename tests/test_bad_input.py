@@ -40,6 +40,7 @@ traceback reaches a terminal. "here" cases are tested in this file; the others b
 | 30 | no room on the disk for the data cache | gic train (disk_usage reports 1 MiB free)                     | error: CACHE: no room for the data cache (N images at S px need X, Y free); ... | here |
 | 31 | archive with traversal, absolute, link or device members | safe_extract                              | FILE: refusing member NAME (...); nothing was extracted                 | test_data.py::test_safe_extract_refuses_unsafe_{zip,tar}_members_before_writing |
 | 32 | missing config file / --set without = | gic train --config missing.yaml                              | error: missing.yaml: no such config file                              | test_cli_train.py::test_bad_input_is_one_line_and_exit_code_2, test_config.py::test_file_errors |
+| 33 | bad command line: option out of range, bad choice, missing option, unknown command | gic-tune run --num-samples 0 | error: gic-tune run: Invalid value for '--num-samples': 0 is not in the range x>=1. (see --help) | here |
 """
 
 from __future__ import annotations
@@ -420,6 +421,21 @@ def test_no_room_for_the_cache_is_found_before_decoding(env, monkeypatch):
     assert not decoded and not (tmp / "run").exists()
     assert_cache_clean(cache)
     assert shutil.disk_usage is not None
+
+
+# ------------------------------------------------------------------------------------ command line
+@pytest.mark.parametrize("runner, args, needles", [
+    (run_tune, ["run", "--num-samples", "0"], [" run: ", "--num-samples", "0 is not in the range"]),
+    (run_tune, ["trials", "--format", "xml"], ["--format", "'xml' is not one of"]),
+    (run_gic, ["train"], [" train: ", "Missing option '--config'"]),
+    (run_gic, ["data", "synth"], [" data synth: ", "--dest"]),
+    (run_tune, ["frobnicate"], ["No such command 'frobnicate'"]),
+], ids=["out-of-range", "bad-choice", "missing-option", "missing-required", "unknown-command"])
+def test_bad_command_line_is_one_line_and_exit_2(runner, args, needles, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner(*args)
+    assert_one_error(result, *needles)
+    assert not any(tmp_path.iterdir())  # nothing started, nothing written
 
 
 # ------------------------------------------------------------------------------------ a real terminal

@@ -202,13 +202,15 @@ def test_same_config_and_seed_give_the_same_trials_and_metrics(synth_dir, tmp_pa
 
 # ------------------------------------------------------------------------------------ load
 def test_two_hundred_short_trials_are_all_recorded(synth_dir, tmp_path, capsys):
-    from tune.dryrun import figures
+    """The load test, through the search benchmark (`gic-tune bench`), which prints results/s and
+    the scheduler's overhead."""
+    from tune.bench import bench_search, format_report
 
     n = 200
     raw = _dry(synth_dir, tmp_path, "load", num_samples=n, epochs=(1, 1), max_concurrent=4, grace_period=1,
                n_startup_trials=20, resources_per_trial={"cpu": 0.25, "gpu": 0}, checkpoint_every=2)
     spec = write_and_load(raw, tmp_path / "search.yaml")
-    summary = run_search(spec, echo=lambda line: None, num_cpus=2)
+    summary, fig = bench_search(spec, name="load", echo=lambda line: None, num_cpus=2)
     frame = pd.read_csv(Path(summary.experiment_path, "trials.csv"))
     assert len(frame) == n and frame["trial_id"].is_unique
     assert set(frame["status"]) <= {"finished", "stopped"}
@@ -220,8 +222,9 @@ def test_two_hundred_short_trials_are_all_recorded(synth_dir, tmp_path, capsys):
     assert sorted(summary.optuna_states.values()).count("PRUNED") == len(stopped)
     numbers = pd.read_csv(Path(summary.experiment_path, "optuna_trials.csv"))["number"]
     assert sorted(numbers) == list(range(n))
-    fig = figures(summary, spec)
+    # the benchmark saw every trial and every result the table holds
+    assert fig["trials"] == n and fig["results"] == int(frame["epochs"].sum())
+    assert fig["single_trial_s"] is None and fig["n_cold"] + fig["n_warm"] == n
+    assert 0 < fig["results_per_s"] and 0 <= fig["scheduler"]["overhead_fraction"] <= 1
     with capsys.disabled():
-        print(f"\nload: {fig['trials']} dry-run trials, {fig['results']} results in {fig['wall_s']} s "
-              f"(Ray start included): {fig['results_per_s']} results/s, {fig['trials_per_s']} trials/s, "
-              f"scheduler overhead {fig['overhead_per_trial_s']} s per trial slot")
+        print("\nload (dry run, Ray start included):\n" + format_report(fig))

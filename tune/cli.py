@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 import click
-from gic.cli import user_errors
+from gic.cli import CONTEXT, OneLineErrors, user_errors
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineErrors, context_settings=CONTEXT)
 @click.version_option(package_name="gic-tune")
 def main() -> None:
     """Search the VGG16 classifier's hyperparameters with Ray Tune, Optuna TPE and ASHA."""
@@ -169,7 +169,36 @@ def retrain_cmd(results_dir: Path, top: int, seeds: int, train_on: str, out: Pat
     click.echo((folder / "comparison.md").read_text().rstrip())
     click.echo(f"wrote {folder}/ (per run: model.keras, metrics.json, history.csv, curves.png; comparison.md)")
 
-# --------------------------------------------------------------------- end of issue-4 commands
+
+# ------------------------------------------------------------------------------- bench (issue 5)
+@main.command("bench")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
+              show_default="configs/demo.yaml", help="Search file to benchmark.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=None, help="K: trials in the search.")
+@click.option("--name", default=None, help="Experiment name [default: bench-<date>-<time>].")
+@click.option("--no-single", is_flag=True, help="Skip timing one full trial alone (K x single).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the search file, e.g. search.debug.dry_run=true for the machinery alone.")
+@user_errors
+def bench_cmd(config_path: Path, num_samples: int | None, name: str | None, no_single: bool,
+              json_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Run a K-trial ASHA search and print where its time went (the search benchmark).
+
+    Wall time, the sum of trial times, K x one full trial alone, per-trial fixed overhead cold and
+    warm, results/s and the share of slot time spent in epochs. `gic bench train` is the trainer's.
+    """
+    from tune.bench import bench_search, format_report, save_json
+    from tune.config import load_search_config
+
+    sets = list(overrides) + ([f"search.num_samples={num_samples}"] if num_samples else [])
+    spec = load_search_config(config_path, sets)
+    _, figures = bench_search(spec, name=name, single=not no_single, echo=_echo)
+    click.echo(format_report(figures))
+    if json_path is not None:
+        save_json(figures, json_path)
+        click.echo(f"wrote {json_path}")
+
 
 
 if __name__ == "__main__":

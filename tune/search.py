@@ -326,7 +326,8 @@ def build_trainable(spec: SearchSpec, data: Any, experiment_path: str = ""):
 
 def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None = None,
                resume: bool = False, echo: Callable[[str], None] = print, command: str | None = None,
-               num_cpus: int | None = None, warm_start: str | None = None) -> SearchSummary:
+               num_cpus: int | None = None, warm_start: str | None = None,
+               callbacks: list | None = None) -> SearchSummary:
     """Run (or resume) a search and write trials.csv and best_config.yaml.
 
     Args:
@@ -338,6 +339,7 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
         command: the command line, recorded in the experiment folder.
         num_cpus: CPUs of a local Ray (default: all).
         warm_start: a previous experiment folder whose ended trials are added to the new study first.
+        callbacks: extra Ray Tune callbacks for a new experiment (tune.bench's TrialClock).
 
     Returns:
         The experiment path, the trial table, the scheduler's early stops and the Optuna states.
@@ -372,7 +374,7 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
         owns_ray = init_ray(address or spec.search.address, num_cpus=num_cpus)
         try:
             check_resources(spec, owns_ray, echo)
-            return _run(spec, name, path, local, resume, echo, command, started, warm_start)
+            return _run(spec, name, path, local, resume, echo, command, started, warm_start, callbacks)
         finally:
             if owns_ray:
                 import ray
@@ -410,7 +412,7 @@ def check_resources(spec: SearchSpec, owns_ray: bool, echo: Callable[[str], None
             echo(f"warning: {text} (waiting for the cluster to grow)")
 
 
-def _run(spec, name, path, local, resume, echo, command, started, warm_start=None) -> SearchSummary:
+def _run(spec, name, path, local, resume, echo, command, started, warm_start=None, callbacks=None) -> SearchSummary:
     from ray import tune
 
     echo(f"loading data ({spec.trainer.data.source}, {spec.trainer.data.image_size} px) once for all trials")
@@ -436,7 +438,8 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
             # The latest checkpoint is always kept besides the num_to_keep best: last + best.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                     checkpoint_score_order=MODE),
-            callbacks=[ProgressPrinter(s.num_samples, echo), TrialsTableWriter(spec.trainer.to_dict())],
+            callbacks=[ProgressPrinter(s.num_samples, echo), TrialsTableWriter(spec.trainer.to_dict()),
+                       *(callbacks or [])],
             verbose=0)
         tune_config = tune.TuneConfig(search_alg=limited, scheduler=scheduler, num_samples=s.num_samples,
                                       reuse_actors=s.reuse_actors, trial_dirname_creator=trial_dirname)

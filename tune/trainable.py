@@ -141,6 +141,7 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
             HISTORY_KEY: list(history),
             "best_val_accuracy": max((h for h in history if h is not None), default=float("nan")),
             "node_id": node_id,
+            "worker_pid": os.getpid(),  # a reused worker keeps its pid: cold vs warm trials (tune.bench)
             "data_fingerprint": str(getattr(data, "fingerprint", ""))[:16],  # the object-store copy it trained on
             "resumed_from_epoch": resumed_from,
             "worker_threads": worker["threads"],
