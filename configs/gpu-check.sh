@@ -7,9 +7,9 @@
 #    with per_class=800 gives 1600 / 400 / 800; one training image per class is then removed.
 # 2. `gic bench train` at 180 px: images/s of the trainer and the seed pipeline per phase, and the
 #    fraction of the GPU's bf16 dense peak achieved in phase 2 (the "% peak" column).
-# 3. A 64-trial search at 0.25 GPU per trial (four trials share the GPU) on that data, timed.
-#    `gic bench search` is not written yet: the search runs through `gic-tune run` and its wall
-#    time is printed here; per-trial fixed overheads are in the trial table (trial_wall_s).
+# 3. `gic bench search`: a 64-trial search at 0.25 GPU per trial (four trials share the GPU) on
+#    that data: wall time, sum of trial times, cold and warm fixed overhead per trial, results/s
+#    and the share of slot time in epochs (--no-single: K x one trial alone would not fit in 10 min).
 # Not run yet: the machine this was written on has no GPU. Record its output in README when it runs.
 set -euo pipefail
 WORK=${1:-/tmp/gic-gpu-check}
@@ -36,7 +36,8 @@ timeout 300 gic bench train --data "$DATA" --size 180 --epochs 3 --weights hed -
 echo "== 64-trial search at 0.25 GPU per trial (~5 min) =="
 rm -rf "$WORK/results/gpu-check"
 start=$(date +%s)
-timeout 330 gic-tune run --config configs/search.yaml --name gpu-check \
+timeout 330 gic bench search --config configs/search.yaml --name gpu-check --no-single --json "$WORK/bench-search.json" \
   --set trainer.data.source=folder --set "trainer.data.dir=$DATA" --set trainer.model.weights=hed \
-  --set search.num_samples=64 --set search.resources_per_trial.gpu=0.25 --set "search.storage_path=$WORK/results" || echo "search stopped (timeout or error): see above"
-echo "64-trial search wall time: $(( $(date +%s) - start )) s"
+  --set search.num_samples=64 --set search.resources_per_trial.gpu=0.25 --set "search.storage_path=$WORK/results" \
+  | grep -v "started:" || echo "search stopped (timeout or error): see above"
+echo "64-trial search, command wall time: $(( $(date +%s) - start )) s"

@@ -171,6 +171,27 @@ def unfreeze(base: keras.Model, n: int) -> None:
         layer.trainable = i >= len(convs) - n
 
 
+def split_model(clf: Classifier, n: int) -> tuple[keras.Model, keras.Model]:
+    """The model cut below its top `n` conv layers: `lower` (image -> the input of the lowest of
+    them; frozen while those n train) and `upper` (that -> probability). Both share the model's
+    layers and weights, so `upper(lower(x))` is `model(x)`: phase 2 validates on cached `lower`
+    outputs instead of running the frozen layers again every epoch.
+    """
+    convs = conv_layers(clf.base)
+    if not 1 <= n < len(convs):
+        raise ModelError(f"split_model: n = {n}: expected 1..{len(convs) - 1}")
+    layers = clf.base.layers
+    cut = layers.index(convs[len(convs) - n])
+    image = keras.Input(clf.model.input.shape[1:], name="image")
+    lower_base = keras.Model(clf.base.input, layers[cut - 1].output, name="lower_base")
+    lower = keras.Model(image, lower_base(clf.model.get_layer("preprocess")(image)), name="lower")
+    x = cut_input = keras.Input(lower.output.shape[1:], name="cut")
+    for layer in layers[cut:]:
+        x = layer(x)
+    upper = keras.Model(cut_input, clf.head(clf.model.get_layer("pool")(x)), name="upper")
+    return lower, upper
+
+
 def trainable_conv_count(base: keras.Model) -> int:
     if not base.trainable:
         return 0

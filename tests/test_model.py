@@ -108,3 +108,20 @@ def test_safe_loading_refuses_lambda_layers_and_non_models(tmp_path, clf):
     (tmp_path / "fake.keras").write_bytes(b"not a zip")
     with pytest.raises(ModelError, match="fake.keras: not a Keras model file"):
         load_model(tmp_path / "fake.keras")
+
+
+def test_split_model_below_the_top_n_convs_is_the_same_function():
+    from gic.model import split_model
+
+    cfg = TrainConfig.model_validate({"data": {"image_size": 32}, "model": {"weights": "none", "dense_units": 8}})
+    clf = build_model(cfg)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    whole = np.asarray(clf.model(x, training=False))
+    for n, cut_shape in ((1, (2, 2, 512)), (3, (2, 2, 512)), (4, (4, 4, 512)), (7, (8, 8, 256))):
+        lower, upper = split_model(clf, n)
+        assert tuple(lower.output.shape[1:]) == cut_shape, n
+        assert len([layer for layer in upper.layers if isinstance(layer, keras.layers.Conv2D)]) == n
+        np.testing.assert_allclose(np.asarray(upper(lower(x), training=False)), whole, rtol=1e-5, atol=1e-6)
+    for bad in (0, 13):
+        with pytest.raises(ModelError):
+            split_model(clf, bad)

@@ -76,6 +76,20 @@ def test_resume_repeats_the_uninterrupted_history(synth_dir, data, tmp_path):
         assert resumed.best_epoch == full.best_epoch
 
 
+def test_phase2_validation_on_cached_lower_outputs_gives_the_same_numbers(synth_dir, data, monkeypatch):
+    import gic.train
+
+    cfg = make_cfg(synth_dir, **{"phase1.epochs": 1, "phase2.epochs": 3, "phase2.unfreeze_layers": 3})
+    cached = train_two_phase(cfg, data, evaluate_test=False)
+    assert cached.timing.get("phase2_validation_cached") is True
+    monkeypatch.setattr(gic.train, "LOWER_CACHE_MAX_BYTES", 0)  # too big for the budget: the whole model
+    whole = train_two_phase(cfg, data, evaluate_test=False)
+    assert "phase2_validation_cached" not in whole.timing
+    for a, b in zip(cached.history, whole.history):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["epoch"], key)
+
+
 def test_phase1_feature_cache_is_written_once_and_reused(synth_dir, data, tmp_path):
     cfg = make_cfg(synth_dir, **{"phase1.augment": False, "data.cache_dir": str(tmp_path), "phase2.epochs": 0})
     key = feature_cache_key(cfg, data, "fp32")

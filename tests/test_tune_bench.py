@@ -28,7 +28,7 @@ def test_bench_search_prints_every_figure_for_a_real_search(synth_dir, tmp_path)
                            "--name", "bench", "--json", str(out_json)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
     for label in ("wall time", "sum of trial times", "K x one full trial alone", "fixed overhead per trial, cold",
-                  "fixed overhead per trial, warm", "warm / cold", "results/s", "share of slot time in epochs"):
+                  "fixed overhead per trial, warm", "warm / cold", "results/s", "share of slot time in epochs", "memory per extra trial"):
         assert label in proc.stdout, label
     fig = json.loads(out_json.read_text())
     frame = pd.read_csv(Path(fig["experiment_path"], "trials.csv"))
@@ -38,3 +38,5 @@ def test_bench_search_prints_every_figure_for_a_real_search(synth_dir, tmp_path)
     assert fig["single_trial_s"] > 0 and fig["k_x_single_s"] == pytest.approx(3 * fig["single_trial_s"])
     assert fig["fixed_cold_s"] > 0 and fig["fixed_warm_s"] >= 0
     assert 0 < fig["epoch_share"] <= 1 and fig["sum_trial_s"] <= fig["wall_s"]
+    # every trial trained on the object store's read-only copy of the dataset, not one of its own
+    assert fig["data_shared_trials"] == 3 and fig["data_mb"] > 0 and fig["worker_uss_mb"] > 0

@@ -40,3 +40,4 @@ def test_trials_run_on_both_nodes_with_data_from_the_object_store(synth_dir, tmp
     for trial_dir in Path(summary.experiment_path).glob("trial_*"):
         last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
         assert last["data_fingerprint"] == expected
+        assert last["data_shared"]  # a read-only view of the object store's copy, not the trial's own

@@ -52,7 +52,8 @@ class TrialClock(Callback):
         self.trials.setdefault(trial.trial_id, TrialTimes(start=time.time()))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        keep = {k: result.get(k) for k in ("epoch", "phase", "epoch_time_s", "worker_pid", "pid")}
+        keep = {k: result.get(k) for k in ("epoch", "phase", "epoch_time_s", "worker_pid", "pid", "worker_uss_mb",
+                                           "worker_rss_mb", "data_shared", "data_mb")}
         self.trials.setdefault(trial.trial_id, TrialTimes(start=time.time())).results.append((time.time(), keep))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -90,7 +91,13 @@ def figures(clock: TrialClock, wall_s: float, slots: int, single_s: float | None
     over = fixed_overheads(clock)
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
     cold, warm = mean(over["cold"]), mean(over["warm"])
-    return {"trials": k, "results": results, "wall_s": wall_s, "sum_trial_s": trial_s,
+    last = [t.results[-1][1] for t in trials]
+    uss = [float(r["worker_uss_mb"]) for r in last if r.get("worker_uss_mb") is not None]
+    rss = [float(r["worker_rss_mb"]) for r in last if r.get("worker_rss_mb") is not None]
+    memory = {"worker_uss_mb": mean(uss), "worker_rss_mb": mean(rss),
+              "data_mb": max((float(r.get("data_mb") or 0) for r in last), default=0.0),
+              "data_shared_trials": sum(bool(r.get("data_shared")) for r in last)}
+    return {"trials": k, "results": results, "wall_s": wall_s, "sum_trial_s": trial_s, **memory,
             "single_trial_s": single_s, "k_x_single_s": k * single_s if single_s else None,
             "fixed_cold_s": cold, "fixed_warm_s": warm, "n_cold": len(over["cold"]), "n_warm": len(over["warm"]),
             "warm_over_cold": warm / cold if cold and cold == cold and warm == warm else float("nan"),
@@ -120,6 +127,10 @@ def format_figures(f: dict[str, Any]) -> str:
         f"  results/s                           {f['results_per_s']:8.2f}",
         f"  share of slot time in epochs        {100 * f['epoch_share']:7.1f} %",
     ]
+    if f.get("worker_uss_mb") == f.get("worker_uss_mb"):  # not NaN: real trials report their memory
+        lines.append(f"  memory per extra trial (worker USS) {f['worker_uss_mb']:8.0f} MB   (RSS {f['worker_rss_mb']:.0f} MB; "
+                     f"dataset {f['data_mb']:.0f} MB, one shared copy in the object store in "
+                     f"{f['data_shared_trials']}/{f['trials']} trials)")
     return "\n".join(lines)
 
 

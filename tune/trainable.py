@@ -147,6 +147,7 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
             "worker_threads": worker["threads"],
             "gpu_memory_cap_mb": worker["gpu_memory_cap_mb"] or 0,
             "trial_wall_s": time.time() - started,
+            **worker_memory(data),
         })
         if epoch % every == 0 or epoch == planned:
             with tempfile.TemporaryDirectory(prefix="gic-ckpt-") as tmp:
@@ -162,6 +163,19 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
     finally:
         if resume_dir:
             shutil.rmtree(resume_dir, ignore_errors=True)
+
+
+def worker_memory(data: Any) -> dict[str, Any]:
+    """This worker's memory: USS (private to it: what one more concurrent trial costs) and RSS, in MB,
+    and whether the dataset is the object store's shared, read-only copy (not one per trial)."""
+    import psutil
+
+    info = psutil.Process().memory_full_info()
+    images = getattr(getattr(data, "train", None), "images", None)
+    shared = images is not None and not images.flags.writeable and not images.flags.owndata
+    nbytes = sum(getattr(data, s).images.nbytes for s in ("train", "validation", "test")) if images is not None else 0
+    return {"worker_uss_mb": round(info.uss / 2**20, 1), "worker_rss_mb": round(info.rss / 2**20, 1),
+            "data_shared": bool(shared), "data_mb": round(nbytes / 2**20, 1)}
 
 
 def _designated_to_fail(settings: dict[str, Any]) -> bool:
