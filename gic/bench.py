@@ -286,11 +286,38 @@ def run_trainer(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def run_ceiling(job: dict[str, Any]) -> dict[str, Any]:
+    """VGG16's forward alone, fp32 against the trainer's precision, on the same batches: how much
+    mixed precision by itself can buy on this hardware (the trainer's ratios are bounded by it,
+    times what caching removes)."""
+    import keras
+    import numpy as np
+
+    from gic.runtime import KERAS_POLICY, resolve_precision
+
+    size, bs = job["size"], job["batch_size"]
+    x = np.random.default_rng(0).uniform(0, 255, (4 * bs, size, size, 3)).astype("float32")
+    rates: dict[str, float] = {}
+    for precision in dict.fromkeys(("fp32", resolve_precision(job["precision"]))):
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(KERAS_POLICY[precision])
+        try:
+            model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(size, size, 3))
+        finally:
+            keras.config.set_dtype_policy(previous)
+        model.predict(x[:bs], batch_size=bs, verbose=0)  # trace once
+        start = time.perf_counter()
+        model.predict(x, batch_size=bs, verbose=0)
+        rates[precision] = len(x) / (time.perf_counter() - start)
+    return {"forward_images_per_s": rates}
+
+
 def _worker(job: dict[str, Any]) -> dict[str, Any]:
     from gic.runtime import configure_tensorflow
 
     configure_tensorflow(threads=job.get("threads"))
-    out = run_seed(job) if job["impl"] == "seed" else run_trainer(job)
+    run = {"seed": run_seed, "ceiling": run_ceiling}.get(job["impl"], run_trainer)
+    out = run(job)
     out["max_rss"] = max_rss_bytes()
     out["device"], out["peak"] = device_peak()
     return out
@@ -308,7 +335,7 @@ def run_job(job: dict[str, Any], timeout: float | None = None) -> dict[str, Any]
         if line.startswith(MARKER):
             return json.loads(line[len(MARKER):])
     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-    raise RuntimeError(f"benchmark run {job['impl']}/{job['phase1']} failed (exit {proc.returncode}):\n{tail}")
+    raise RuntimeError(f"benchmark run {job['impl']}/{job.get('phase1', '-')} failed (exit {proc.returncode}):\n{tail}")
 
 
 # ------------------------------------------------------------------------------ the table
@@ -332,8 +359,12 @@ PHASE_LABELS = {"p1": "phase 1, no aug", "p1_warm": "phase 1, no aug (warm)", "p
 
 def bench_train(data: str | Path, size: int, epochs: int = 2, batch_size: int = 32, precision: str = "auto",
                 weights: str = "hed", seed: int = 0, threads: int | None = None, overrides: tuple[str, ...] = (),
-                impls: tuple[str, ...] = ("trainer", "seed"), echo=print) -> list[Row]:
-    """Run the trainer and the seed pipeline per phase, each in its own process; return the rows."""
+                impls: tuple[str, ...] = ("trainer", "seed"), which: str = "all", echo=print) -> list[Row]:
+    """Run the trainer and the seed pipeline per phase, each in its own process; return the rows.
+
+    which: `all`, `p1` (phase 1 without augmentation alone) or `p1aug` (phase 1 with augmentation,
+    then phase 2).
+    """
     data = Path(data).resolve()
     for split in ("train", "validation", "test"):
         if not (data / split).is_dir():
@@ -347,6 +378,7 @@ def bench_train(data: str | Path, size: int, epochs: int = 2, batch_size: int = 
                   "cache_dir": cache, "precision": precision, "overrides": list(overrides)}
         jobs = [("p1", {"augment": False, "phase1": "p1", "warm": True}),
                 ("p1aug", {"augment": True, "phase1": "p1aug", "phase2": True})]
+        jobs = [(name, extra) for name, extra in jobs if which in ("all", name)]
         results: dict[str, dict[str, Any]] = {}
         for impl in impls:
             for name, extra in jobs:
@@ -356,6 +388,10 @@ def bench_train(data: str | Path, size: int, epochs: int = 2, batch_size: int = 
                 results.setdefault(impl, {"phases": {}, "n": res["n"]})["phases"].update(res["phases"])
                 results[impl].update({k: v for k, v in res.items() if k not in ("phases", "decode_s")})
                 results[impl]["decode_s"] = max(results[impl].get("decode_s") or 0.0, res.get("decode_s") or 0.0)
+        ceiling = None
+        if "trainer" in impls:
+            echo("  running VGG16 forward alone, fp32 and the trainer's precision ...")
+            ceiling = run_job({**common, "impl": "ceiling"})["forward_images_per_s"]
         any_res = next(iter(results.values()))
         n_train, n_val = any_res["n"]["train"], any_res["n"]["validation"]
         peak = any_res["peak"]
@@ -390,7 +426,7 @@ def bench_train(data: str | Path, size: int, epochs: int = 2, batch_size: int = 
                         row.ratio = row.images_per_s / seed_ips
         meta = {"device": any_res["device"], "peak": peak, "n_train": n_train, "n_val": n_val,
                 "precision": results.get("trainer", {}).get("precision", "-"),
-                "decode_s": results.get("trainer", {}).get("decode_s")}
+                "decode_s": results.get("trainer", {}).get("decode_s"), "ceiling": ceiling}
     bench_train.meta = meta  # type: ignore[attr-defined]
     return rows
 
@@ -415,6 +451,11 @@ def format_table(rows: list[Row], meta: dict[str, Any], size: int, epochs: int, 
     acc_noise = f"; test accuracy standard error ~{math.sqrt(0.25 / n_test):.3f} ({n_test} images)" if n_test else ""
     lines.append("img/s = epochs x train images / phase wall time (validation, tracing and the one-off feature "
                  f"pass included){acc_noise}")
+    rates = meta.get("ceiling") or {}
+    if len(rates) == 2:
+        (p32, fp32), (plow, low) = rates.items()
+        lines.append(f"hardware: VGG16 forward alone {fp32:.1f} img/s {p32}, {low:.1f} img/s {plow}: {low / fp32:.1f}x "
+                     "is what mixed precision alone buys here; the ratios above are that times what caching removes")
     if meta.get("decode_s") is not None:
         lines.append(f"trainer: folder decoded once into arrays in {meta['decode_s']:.1f} s (once per search, "
                      "not counted above); (warm) = a second trial in the same worker, features in memory")

@@ -266,9 +266,12 @@ def bench() -> None:
               help="Override a trainer config key, e.g. --set jit_compile=on (repeatable).")
 @click.option("--only", type=click.Choice(["both", "trainer", "seed"]), default="both", show_default=True,
               help="Run only one side (no ratio without the seed).")
+@click.option("--phase", type=click.Choice(["all", "p1", "p1aug"]), default="all", show_default=True,
+              help="p1: phase 1 without augmentation alone (e.g. at the seed's 20 epochs); p1aug: phase 1 "
+                   "with augmentation, then phase 2.")
 @user_errors
 def bench_train_cmd(data_dir: Path, size: int, epochs: int, batch_size: int, precision: str, weights: str,
-                    threads: int | None, overrides: tuple[str, ...], only: str) -> None:
+                    threads: int | None, overrides: tuple[str, ...], only: str, phase: str) -> None:
     """Images/s, ratio to the seed pipeline, peak memory, FLOP/s and test accuracy per phase.
 
     Each (pipeline, phase) runs in its own process on the same data: phase 1 without augmentation
@@ -279,7 +282,7 @@ def bench_train_cmd(data_dir: Path, size: int, epochs: int, batch_size: int, pre
     impls = ("trainer", "seed") if only == "both" else (only,)
     click.echo(f"gic bench train: {data_dir} at {size} px, {epochs} epoch(s) per phase, batch {batch_size}")
     rows = bench_train(data_dir, size, epochs=epochs, batch_size=batch_size, precision=precision, weights=weights,
-                       threads=threads, overrides=overrides, impls=impls, echo=click.echo)
+                       threads=threads, overrides=overrides, impls=impls, which=phase, echo=click.echo)
     click.echo("")
     click.echo(format_table(rows, bench_train.meta, size, epochs, n_test=count_test_images(data_dir)))
 

@@ -16,6 +16,7 @@ file read. Every user mistake raises `DataError` with one line that names the fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -33,7 +34,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFile, ImageOps, UnidentifiedImageError
@@ -745,29 +746,49 @@ def _inside(dest: Path, name: str) -> Path:
     return target
 
 
+def _zip_kind(info: zipfile.ZipInfo) -> str | None:
+    """Why a zip member is refused for its kind (links, devices), from its Unix mode bits."""
+    mode = info.external_attr >> 16
+    if mode and stat.S_ISLNK(mode):
+        return "symbolic link"
+    if mode and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "special file (device, FIFO or socket)"
+    return None
+
+
+def _tar_kind(m: tarfile.TarInfo) -> str | None:
+    if m.issym():
+        return "symbolic link"
+    if m.islnk():
+        return "hard link"
+    if not (m.isreg() or m.isdir()):
+        return "special file (device, FIFO or socket)"
+    return None
+
+
+def _write_members(archive: Path, dest: Path, members: list[tuple[str, str | None, bool, Any]]) -> None:
+    """Check every member (name, why its kind is refused, is a folder, opener) before writing any."""
+    for name, kind, _, _ in members:
+        why = _unsafe_member_name(name) or kind
+        if why:
+            raise DataError(f"{archive}: refusing member {name!r} ({why}); nothing was extracted")
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    for name, _, is_dir, open_member in members:
+        target = _inside(root, name)
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
 def _extract_zip(archive: Path, dest: Path) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
-            infos = zf.infolist()
-            for info in infos:
-                why = _unsafe_member_name(info.filename)
-                mode = info.external_attr >> 16
-                if why is None and mode and stat.S_ISLNK(mode):
-                    why = "symbolic link"
-                elif why is None and mode and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                    why = "special file (device, FIFO or socket)"
-                if why:
-                    raise DataError(f"{archive}: refusing member {info.filename!r} ({why}); nothing was extracted")
-            dest.mkdir(parents=True, exist_ok=True)
-            root = dest.resolve()
-            for info in infos:
-                target = _inside(root, info.filename)
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+            _write_members(archive, dest, [(i.filename, _zip_kind(i), i.is_dir(), functools.partial(zf.open, i))
+                                           for i in zf.infolist()])
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
         raise DataError(f"{archive}: corrupt zip archive ({err})") from None
 
@@ -775,28 +796,8 @@ def _extract_zip(archive: Path, dest: Path) -> None:
 def _extract_tar(archive: Path, dest: Path) -> None:
     try:
         with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-            for m in members:
-                why = _unsafe_member_name(m.name)
-                if why is None and m.issym():
-                    why = "symbolic link"
-                elif why is None and m.islnk():
-                    why = "hard link"
-                elif why is None and not (m.isreg() or m.isdir()):
-                    why = "special file (device, FIFO or socket)"
-                if why:
-                    raise DataError(f"{archive}: refusing member {m.name!r} ({why}); nothing was extracted")
-            dest.mkdir(parents=True, exist_ok=True)
-            root = dest.resolve()
-            for m in members:
-                target = _inside(root, m.name)
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(m)
-                with src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+            _write_members(archive, dest, [(m.name, _tar_kind(m), m.isdir(), functools.partial(tf.extractfile, m))
+                                           for m in tf.getmembers()])
     except (tarfile.TarError, EOFError) as err:
         raise DataError(f"{archive}: corrupt tar archive ({err})") from None
 

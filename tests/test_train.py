@@ -90,6 +90,17 @@ def test_phase2_validation_on_cached_lower_outputs_gives_the_same_numbers(synth_
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["epoch"], key)
 
 
+def test_steps_per_execution_changes_speed_not_results(synth_dir, data):
+    """configs/search.yaml runs 8 steps per call on a GPU; the updates are the same as one at a time
+    (3 batches per epoch here, so the last call is a partial one)."""
+    cfg = make_cfg(synth_dir, **{"phase1.augment": True, "phase2.epochs": 1})
+    one = train_two_phase(cfg, data, evaluate_test=False)
+    two = train_two_phase(cfg.with_overrides(["steps_per_execution=2"]), data, evaluate_test=False)
+    for a, b in zip(one.history, two.history):
+        for key in ("loss", "val_loss", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["epoch"], key)
+
+
 def test_phase1_feature_cache_is_written_once_and_reused(synth_dir, data, tmp_path):
     cfg = make_cfg(synth_dir, **{"phase1.augment": False, "data.cache_dir": str(tmp_path), "phase2.epochs": 0})
     key = feature_cache_key(cfg, data, "fp32")
