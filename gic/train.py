@@ -81,32 +81,41 @@ def _cache_root(cfg: TrainConfig) -> Path:
     return Path(cfg.data.cache_dir or os.environ.get("GIC_CACHE_DIR") or Path.home() / ".cache" / "gic")
 
 
-def base_features(clf: Classifier, cfg: TrainConfig, data: Dataset, precision: str) -> dict[str, np.ndarray]:
-    """Pooled conv-base features of the train and validation images: memory, then disk, then compute."""
+# A search shares features between its trials, on every node: `shared(key, load)` returns the
+# features, calling `load()` (disk, else compute) only where no other trial has them (tune.features).
+SharedFeatures = Callable[[str, Callable[[], dict[str, np.ndarray]]], dict[str, np.ndarray]]
+
+
+def base_features(clf: Classifier, cfg: TrainConfig, data: Dataset, precision: str,
+                  shared: SharedFeatures | None = None) -> dict[str, np.ndarray]:
+    """Pooled conv-base features of the train and validation images: this process's memory, then
+    the search's shared store (when given), then the disk cache, then computed (and written to both)."""
     key = feature_cache_key(cfg, data, precision)
-    if key in _FEATURE_CACHE:
-        return _FEATURE_CACHE[key]
+    if key not in _FEATURE_CACHE:
+        load = lambda: _disk_or_compute_features(clf, cfg, data, key)  # noqa: E731
+        _FEATURE_CACHE[key] = shared(key, load) if shared is not None else load()
+    return _FEATURE_CACHE[key]
+
+
+def _disk_or_compute_features(clf: Classifier, cfg: TrainConfig, data: Dataset, key: str) -> dict[str, np.ndarray]:
     path = _cache_root(cfg) / "features" / f"{key}.npz"
-    feats: dict[str, np.ndarray] | None = None
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
                 feats = {k: z[k] for k in ("train", "validation")}
-            if len(feats["train"]) != len(data.train) or len(feats["validation"]) != len(data.validation):
-                feats = None
+            if len(feats["train"]) == len(data.train) and len(feats["validation"]) == len(data.validation):
+                return feats
         except (OSError, ValueError, KeyError):
-            feats = None  # a damaged cache file is recomputed, never trusted
-    if feats is None:
-        feats = {name: clf.features.predict(_image_batches(split, cfg.data.batch_size), verbose=0)
-                 for name, split in (("train", data.train), ("validation", data.validation))}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-                np.savez(tmp, **feats)
-            os.replace(tmp.name, path)
-        except OSError:
-            pass  # a read-only or full cache disk costs speed, not the run
-    _FEATURE_CACHE[key] = feats
+            pass  # a damaged cache file is recomputed, never trusted
+    feats = {name: clf.features.predict(_image_batches(split, cfg.data.batch_size), verbose=0)
+             for name, split in (("train", data.train), ("validation", data.validation))}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+            np.savez(tmp, **feats)
+        os.replace(tmp.name, path)
+    except OSError:
+        pass  # a read-only or full cache disk costs speed, not the run
     return feats
 
 
@@ -127,7 +136,9 @@ def validation_features(clf: Classifier, cfg: TrainConfig, data: Dataset, precis
     return _FEATURE_CACHE[vkey]["validation"]
 
 
-LOWER_CACHE_MAX_BYTES = 256 * 2**20  # phase-2 validation cache; larger cuts (n >= 7 at 180 px) skip it
+# Phase-2 validation cache budget (host memory). At 180 px with 400 validation images in bf16 a cut in
+# block4 or above fits (n <= 6: <= 200 MB); n >= 7 (block3, 45 x 45 x 256) validates the whole model.
+LOWER_CACHE_MAX_BYTES = 256 * 2**20
 
 
 # ------------------------------------------------------------------------------- pipelines
@@ -223,8 +234,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- trainer
 class _TwoPhase:
-    def __init__(self, cfg: TrainConfig, data: Dataset, precision: str, on_epoch: EpochCallback | None):
+    def __init__(self, cfg: TrainConfig, data: Dataset, precision: str, on_epoch: EpochCallback | None,
+                 shared_features: SharedFeatures | None = None):
         self.cfg, self.data, self.precision, self.on_epoch = cfg, data, precision, on_epoch
+        self.shared_features = shared_features
         runtime.seed_everything(cfg.seed, cfg.deterministic)
         self.clf = build_model(cfg, precision)
         self.history: list[dict[str, Any]] = []
@@ -300,7 +313,7 @@ class _TwoPhase:
         p1 = self.cfg.phase1
         if self.phase1_on_features():
             start = time.perf_counter()  # the one-off feature pass counts as phase-1 time
-            feats = base_features(self.clf, self.cfg, self.data, self.precision)
+            feats = base_features(self.clf, self.cfg, self.data, self.precision, self.shared_features)
             self.timing["phase1_time_s"] += time.perf_counter() - start
             self.features = {name: _Batches(feats[name], split.labels, self.cfg.data.batch_size, self.cfg.seed)
                              for name, split in (("train", self.data.train), ("validation", self.data.validation))}
@@ -331,7 +344,8 @@ class _TwoPhase:
         if epochs_left < 2 or not 1 <= n < len(conv_layers(self.clf.base)) or not len(data.validation):
             return
         lower, upper = split_model(self.clf, n)
-        if len(data.validation) * math.prod(lower.output.shape[1:]) * 4 > LOWER_CACHE_MAX_BYTES:
+        itemsize = tf.as_dtype(lower.output.dtype).size
+        if len(data.validation) * math.prod(lower.output.shape[1:]) * itemsize > LOWER_CACHE_MAX_BYTES:
             return
         outputs = lower.predict(_image_batches(data.validation, bs), verbose=0)
         upper.compile(loss="binary_crossentropy", metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
@@ -376,7 +390,8 @@ class _TwoPhase:
 
 
 def train_two_phase(cfg: TrainConfig, data: Dataset, on_epoch: EpochCallback | None = None,
-                    resume: str | Path | None = None, evaluate_test: bool = True) -> TrainResult:
+                    resume: str | Path | None = None, evaluate_test: bool = True,
+                    shared_features: SharedFeatures | None = None) -> TrainResult:
     """Train the head with the base frozen, then fine-tune the top conv layers.
 
     Args:
@@ -388,13 +403,15 @@ def train_two_phase(cfg: TrainConfig, data: Dataset, on_epoch: EpochCallback | N
         resume: a folder written by `save_checkpoint`: training continues after its epoch.
         evaluate_test: evaluate the best weights on the test split at the end (a search passes False:
             it never looks at the test split).
+        shared_features: where a search keeps the phase-1 features for all its trials (see
+            `SharedFeatures`); without it, this process's memory and the disk cache.
 
     Returns:
         TrainResult with the history, the best epoch and score, the model holding the best weights,
         the test metrics and per-phase timings.
     """
     precision = runtime.resolve_precision(cfg.precision)
-    trainer = _TwoPhase(cfg, data, precision, on_epoch)
+    trainer = _TwoPhase(cfg, data, precision, on_epoch, shared_features)
     state = read_checkpoint(resume) if resume is not None else None
     done = state["epoch"] if state else 0
     e1, e2 = cfg.phase1.epochs, (cfg.phase2.epochs if cfg.fine_tunes else 0)

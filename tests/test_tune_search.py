@@ -101,3 +101,19 @@ def test_progress_lines_are_concise(search):
     assert max(len(line) for line in lines) < 400
     state = json.loads(Path(summary.experiment_path, SCHEDULER_STATE).read_text())
     assert state["stops"] == summary.scheduler_stops
+
+
+def test_phase1_features_are_loaded_once_per_search_and_shared(search):
+    """Every trial trains phase 1 on cached base features (the space fixes phase1.augment = false):
+    one trial loads them, every other trial gets them from the search's store or its worker's memory."""
+    _, summary, _ = search
+    sources, pids = [], set()
+    for trial_dir in Path(summary.experiment_path).glob("trial_*"):
+        first = json.loads((trial_dir / "result.json").read_text().splitlines()[0])
+        sources.append(first["features_from"])
+        pids.add(first["worker_pid"])
+    assert len(sources) == NUM_SAMPLES
+    assert sources.count("loaded") == 1, sources
+    assert set(sources) <= {"loaded", "shared", ""}
+    if len(pids) > 1:  # a second worker process got them from the store, not from its own pass
+        assert "shared" in sources, sources

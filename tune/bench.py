@@ -107,7 +107,7 @@ def figures(clock: TrialClock, wall_s: float, slots: int, single_s: float | None
 
 def format_figures(f: dict[str, Any]) -> str:
     def s(x: float | None) -> str:
-        return "n/a" if x is None or x != x else f"{x:8.1f} s"
+        return f"{'n/a':>10}" if x is None or x != x else f"{x:8.1f} s"
 
     lines = [
         f"search of {f['trials']} trials, {f['slots']} at a time, {f['results']} results",
@@ -120,8 +120,8 @@ def format_figures(f: dict[str, Any]) -> str:
         lines.append(f"  search speed-up over K alone        {f['k_x_single_s'] / f['wall_s']:8.2f} x")
     ratio = f["warm_over_cold"]
     lines += [
-        f"  fixed overhead per trial, cold      {s(f['fixed_cold_s'])}   ({f['n_cold']} trials)",
-        f"  fixed overhead per trial, warm      {s(f['fixed_warm_s'])}   ({f['n_warm']} trials)",
+        f"  fixed overhead per trial, cold      {s(f['fixed_cold_s'])}   ({f['n_cold']} trial{'s' if f['n_cold'] != 1 else ''})",
+        f"  fixed overhead per trial, warm      {s(f['fixed_warm_s'])}   ({f['n_warm']} trial{'s' if f['n_warm'] != 1 else ''})",
         f"  warm / cold                         {'n/a' if ratio != ratio else f'{ratio:8.2f}'}"
         + "     (goal <= 0.33)",
         f"  results/s                           {f['results_per_s']:8.2f}",
@@ -129,7 +129,7 @@ def format_figures(f: dict[str, Any]) -> str:
     ]
     if f.get("worker_uss_mb") == f.get("worker_uss_mb"):  # not NaN: real trials report their memory
         lines.append(f"  memory per extra trial (worker USS) {f['worker_uss_mb']:8.0f} MB   (RSS {f['worker_rss_mb']:.0f} MB; "
-                     f"dataset {f['data_mb']:.0f} MB, one shared copy in the object store in "
+                     f"dataset {f['data_mb']:.1f} MB, one shared copy in the object store in "
                      f"{f['data_shared_trials']}/{f['trials']} trials)")
     return "\n".join(lines)
 

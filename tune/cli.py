@@ -200,6 +200,5 @@ def bench_cmd(config_path: Path, num_samples: int | None, name: str | None, no_s
         click.echo(f"wrote {json_path}")
 
 
-
 if __name__ == "__main__":
     main()

@@ -319,9 +319,15 @@ def build_trainable(spec: SearchSpec, data: Any, experiment_path: str = ""):
                 "checkpoint_every": spec.search.checkpoint_every,
                 "fail_once_at_epoch": d.fail_once_at_epoch, "fail_always_at_epoch": d.fail_always_at_epoch,
                 "failing_trials": d.failing_trials, "dry_run": d.dry_run, "dry_run_epoch_s": d.dry_run_epoch_s,
-                "experiment_path": experiment_path}
+                "experiment_path": experiment_path, "feature_store": None if d.dry_run else _feature_store()}
     trainable = tune.with_parameters(run_trial, data=data, base=spec.trainer.to_dict(), settings=settings)
     return tune.with_resources(trainable, {"cpu": r.cpu, "gpu": r.gpu})
+
+
+def _feature_store():
+    from tune.features import FeatureStore
+
+    return FeatureStore.remote()
 
 
 def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None = None,

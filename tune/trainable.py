@@ -12,6 +12,7 @@ process, and the trainer's module-level caches (base weights, traced steps) stay
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -89,9 +90,8 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
     from ray import tune
 
     settings = settings or {}
+    features: dict[str, str] = {}  # tune.features records whether this trial loaded or shared them
     if settings.get("dry_run"):  # NOT A REAL SEARCH: synthetic metrics, no TensorFlow (tune.dryrun)
-        import functools
-
         from tune.dryrun import dry_run_train
 
         worker = {"threads": 0, "gpu_memory_cap_mb": None, "gpu_total_mb": None}
@@ -99,6 +99,12 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
     else:
         worker = configure_worker(settings)
         from gic.train import train_two_phase
+
+        if settings.get("feature_store") is not None:  # phase-1 features: loaded once per search
+            from tune.features import shared_features
+
+            train_two_phase = functools.partial(train_two_phase,
+                                                shared_features=shared_features(settings["feature_store"], features))
 
     cfg = apply_params(TrainConfig.model_validate(base or {}), config)
     planned = cfg.total_epochs
@@ -148,6 +154,7 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
             "gpu_memory_cap_mb": worker["gpu_memory_cap_mb"] or 0,
             "trial_wall_s": time.time() - started,
             **worker_memory(data),
+            "features_from": features.get("source", ""),  # "" = in this worker's memory, or not used
         })
         if epoch % every == 0 or epoch == planned:
             with tempfile.TemporaryDirectory(prefix="gic-ckpt-") as tmp:
