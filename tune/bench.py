@@ -9,8 +9,9 @@ unless `--no-single`, one full trial of the best configuration alone in a fresh 
 trial's resources. It prints, from one run:
 
 - wall time of the search, and the sum of the trial times (start to end of each trial);
-- K x the time of one full trial run alone: what the same K trials cost one after another, cold,
-  with no early stopping;
+- K x the time of one full trial run alone: what the same K trials cost one after another, each in
+  a fresh process, with no early stopping (the disk caches the search wrote, decoded images and
+  phase-1 features, are warm for it, which flatters the single trial, not the search);
 - per-trial fixed overhead, cold and warm: from the driver starting the trial to its first result,
   less one steady epoch (the median of its later phase-1 epochs). A trial is cold when it is the
   first on its worker process (process start, TF import, model build, first traced step, the

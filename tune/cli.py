@@ -1,6 +1,6 @@
 """`gic-tune`: the distributed search over gic's two-phase trainer.
 
-    gic-tune run                                   # configs/demo.yaml: synthetic data, CPU, ~10 min
+    gic-tune run                                   # configs/demo.yaml: synthetic data, CPU, ~2 min
     gic-tune run --config configs/search.yaml --address auto
     gic-tune run --config configs/demo.yaml --resume   # continue an interrupted search
     gic-tune run --set search.num_samples=4 --set trainer.phase1.epochs=1
