@@ -168,7 +168,8 @@ class ProgressPrinter(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(METRIC)
-        if value is not None and (self.best is None or value > self.best[0]):
+        # ties go to the lower trial id, as in the final summary (tune.results.best_row)
+        if value is not None and (self.best is None or (value, self.best[1]) > (self.best[0], trial.trial_id)):
             self.best = (float(value), trial.trial_id, int(result.get("training_iteration", 0)))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
