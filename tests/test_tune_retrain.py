@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from gic.cli import main as gic_main
 from tune.cli import main
+from tune.results import rank_by_score
 from tune.trials import trial_table
 
 
@@ -30,6 +31,23 @@ def test_retrain_best_with_baseline_writes_a_loadable_model_and_test_metrics(tin
     assert f"tuned: best-{best}" in table and "seed recipe (configs/baseline.yaml)" in table
     baseline = json.loads((out / "baseline" / "seed0" / "metrics.json").read_text())
     assert baseline["epochs"] == spec.max_t and baseline["train_images"] == metrics["train_images"]
+
+
+def test_retrain_top_k_with_seeds_on_a_ray_cluster_reports_mean_and_std(tiny_experiment, tmp_path):
+    folder, _, _ = tiny_experiment
+    out = tmp_path / "retrain"
+    result = CliRunner().invoke(main, ["retrain", str(folder), "--out", str(out), "--top", "2", "--seeds", "2",
+                                       "--address", "local"])
+    assert result.exit_code == 0, result.output
+    assert "4 runs submitted to Ray" in result.output  # K x S runs as Ray tasks, not one after another
+    top2 = rank_by_score(trial_table(folder))["trial_id"].iloc[:2]  # the ranking best_config.yaml uses
+    runs = sorted(str(p.parent.relative_to(out)) for p in out.glob("*/seed*/metrics.json"))
+    assert len(runs) == 4 and {r.split("/")[1] for r in runs} == {"seed0", "seed1"}
+    table = (out / "comparison.md").read_text()
+    assert all(tid in table for tid in top2) and table.count(" ± ") >= 6  # accuracy, AUC, time per config
+    for metrics_file in out.glob("*/seed*/metrics.json"):
+        assert 0 <= json.loads(metrics_file.read_text())["test_accuracy"] <= 1
+        assert (metrics_file.parent / "model.keras").is_file()
 
 
 def test_warm_start_first_trials_are_the_old_ones(tiny_experiment, synth_dir, tmp_path):

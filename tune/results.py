@@ -112,13 +112,18 @@ def write_trials_csv(frame: pd.DataFrame, experiment_dir: str | Path) -> Path:
     return path
 
 
+def rank_by_score(frame: pd.DataFrame, best_first: bool = True) -> pd.DataFrame:
+    """Trials by best val accuracy; ties go to more epochs, then the lower id. The one ranking of
+    "best" that best_config.yaml, `gic-tune trials`, retrain and the progress lines share."""
+    return frame.sort_values(["best_val_accuracy", "epochs", "trial_id"],
+                             ascending=[not best_first, not best_first, True], na_position="last", kind="stable")
+
+
 def best_row(frame: pd.DataFrame) -> dict[str, Any] | None:
     """The trial with the highest best val accuracy (ties: more epochs, then lower id)."""
     if frame.empty or frame["best_val_accuracy"].isna().all():
         return None
-    ranked = frame.dropna(subset=["best_val_accuracy"]).sort_values(
-        ["best_val_accuracy", "epochs", "trial_id"], ascending=[False, False, True])
-    return ranked.iloc[0].to_dict()
+    return rank_by_score(frame.dropna(subset=["best_val_accuracy"])).iloc[0].to_dict()
 
 
 def params_of(row: dict[str, Any]) -> dict[str, Any]:

@@ -168,7 +168,7 @@ class ProgressPrinter(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(METRIC)
-        # ties go to the lower trial id, as in the final summary (tune.results.best_row)
+        # ties go to the lower trial id (tune.results.rank_by_score first prefers more epochs run)
         if value is not None and (self.best is None or (value, self.best[1]) > (self.best[0], trial.trial_id)):
             self.best = (float(value), trial.trial_id, int(result.get("training_iteration", 0)))
 
@@ -219,6 +219,18 @@ def _put_text(storage, name: str, text: str) -> None:
     with fs.open_output_stream(tmp) as out:
         out.write(text.encode())
     fs.move(tmp, final)
+
+
+def _get_text(uri: str) -> str | None:
+    """A file of an experiment on a cloud URI or shared filesystem URI, or None when it is not there."""
+    import pyarrow.fs
+
+    try:
+        fs, fs_path = pyarrow.fs.FileSystem.from_uri(uri)
+        with fs.open_input_stream(fs_path) as f:
+            return f.read().decode()
+    except (OSError, ValueError):
+        return None
 
 
 def write_outputs(trials, base: dict[str, Any], storage) -> None:
@@ -539,6 +551,10 @@ def _finish(path, spec, grid, searcher, scheduler, wall_s) -> SearchSummary:
     if not _is_uri(path):
         csv = Path(path, TRIALS_CSV)
         frame = pd.read_csv(csv) if csv.is_file() else load_trials(path)
+    elif (text := _get_text(f"{path}/{TRIALS_CSV}")) is not None:  # the table TrialsTableWriter put there
+        import io
+
+        frame = pd.read_csv(io.StringIO(text))
     return SearchSummary(experiment_path=path, trials=frame, scheduler_stops=stops, optuna_states=states,
                          wall_s=wall_s, best=best_row(frame) if not frame.empty else None)
 

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 from gic.errors import GicError
 
-from tune.results import PARAM_PREFIX, load_trials
+from tune.results import PARAM_PREFIX, load_trials, rank_by_score
 
 STATUSES = ("running", "pending", "paused", "stopped", "finished", "errored")
 FORMATS = ("table", "csv", "json", "parquet")
@@ -128,7 +128,10 @@ def select(frame: pd.DataFrame, sort: str | None = None, top: int | None = None,
     ascending = column not in DESCENDING_BY_DEFAULT
     if reverse:
         ascending = not ascending
-    frame = frame.sort_values([column, "trial_id"], ascending=[ascending, True], na_position="last", kind="stable")
+    if column == "best_val_accuracy":
+        frame = rank_by_score(frame, best_first=not ascending)
+    else:
+        frame = frame.sort_values([column, "trial_id"], ascending=[ascending, True], na_position="last", kind="stable")
     if top is not None:
         frame = frame.head(top)
     return frame.reset_index(drop=True)
