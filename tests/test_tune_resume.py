@@ -127,6 +127,11 @@ def test_driver_killed_mid_search_resumes_without_losing_anything(synth_dir, tmp
         assert proc.poll() is None, f"the search ended before it could be killed:\n{(tmp_path / 'first.log').read_text()}"
         before = _ended(exp / "trials.csv").set_index("trial_id")
         assert len(before) < NUM_SAMPLES
+        # `gic-tune trials` during a run: what is on disk, with the running trial shown as running
+        from tune.trials import trial_table
+
+        live = trial_table(exp)
+        assert "running" in set(live["status"]) and set(before.index) <= set(live["trial_id"])
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

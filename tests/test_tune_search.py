@@ -117,3 +117,13 @@ def test_phase1_features_are_loaded_once_per_search_and_shared(search):
     assert set(sources) <= {"loaded", "shared", ""}
     if len(pids) > 1:  # a second worker process got them from the store, not from its own pass
         assert "shared" in sources, sources
+
+
+def test_each_trial_has_a_tensorboard_event_file(search):
+    """`tensorboard --logdir results/<name>` (README) finds every trial's per-epoch metrics."""
+    _, summary, _ = search
+    trial_dirs = list(Path(summary.experiment_path).glob("trial_*"))
+    assert len(trial_dirs) == NUM_SAMPLES
+    for trial_dir in trial_dirs:
+        events = list(trial_dir.glob("events.out.tfevents.*"))
+        assert events and events[0].stat().st_size > 0, trial_dir

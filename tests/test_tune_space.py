@@ -157,3 +157,17 @@ def test_cluster_file_keeps_ray_ports_private():
     assert all(r["CidrIp"] != "0.0.0.0/0" for rule in ingress for r in rule["IpRanges"])
     assert "--dashboard-host=127.0.0.1" in " ".join(cluster["head_start_ray_commands"])
     assert "0.0.0.0" not in " ".join(cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"])
+
+
+def test_tpe_is_seeded_multivariate_with_constant_liar_behind_a_concurrency_limit(tmp_path):
+    from tune.search import build_searcher
+    from tune.testing import tiny_search, write_and_load
+
+    raw = tiny_search(tmp_path / "data", tmp_path / "results", max_concurrent=3, n_startup_trials=5, seed=7)
+    searcher, limited = build_searcher(write_and_load(raw, tmp_path / "search.yaml"))
+    sampler = searcher._sampler
+    assert (sampler._multivariate, sampler._constant_liar, sampler._n_startup_trials) == (True, True, 5)
+    assert limited.max_concurrent == 3
+    # seeded: the same seed draws the same first configurations
+    again, _ = build_searcher(write_and_load(raw, tmp_path / "again.yaml"))
+    assert [searcher.suggest(f"t{i}") for i in range(3)] == [again.suggest(f"t{i}") for i in range(3)]
