@@ -101,7 +101,7 @@ def figures(clock: TrialClock, wall_s: float, slots: int, single_s: float | None
     return {"trials": k, "results": results, "wall_s": wall_s, "sum_trial_s": trial_s, **memory,
             "single_trial_s": single_s, "k_x_single_s": k * single_s if single_s else None,
             "fixed_cold_s": cold, "fixed_warm_s": warm, "n_cold": len(over["cold"]), "n_warm": len(over["warm"]),
-            "warm_over_cold": warm / cold if cold and cold == cold and warm == warm else float("nan"),
+            "warm_over_cold": warm / cold if cold > 0 else float("nan"),  # NaN (no trials of a kind) stays NaN
             "results_per_s": results / wall_s if wall_s else float("nan"),
             "epoch_share": epoch_s / (wall_s * slots) if wall_s else float("nan"), "slots": slots}
 
