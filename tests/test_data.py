@@ -214,7 +214,7 @@ def test_decode_big_jpeg_uses_draft_and_bombs_are_refused(tmp_path, monkeypatch)
     big = save(Image.new("RGB", (2400, 1600), (0, 90, 0)), tmp_path / "big.jpg", quality=90)
     arr = decode_image(big, 48)
     assert arr.shape == (48, 48, 3) and abs(int(arr[..., 1].mean()) - 90) <= 3
-    monkeypatch.setattr(gd, "MAX_IMAGE_PIXELS", 1_000_000)
+    monkeypatch.setattr(gd.decode, "MAX_IMAGE_PIXELS", 1_000_000)
     with pytest.raises(DataError, match=r"big\.jpg: image too large .*2400x1600"):
         decode_image(big, 48)
 

@@ -1,0 +1,123 @@
+"""Image data: acquire (Kaggle download, seed split, synthetic stand-in), check, decode once.
+
+A prepared folder has one layout, whatever its source:
+
+    ROOT/{train,validation,test}/{men,women}/*.jpg|png|...
+
+`load_dataset(cfg.data)` makes sure the folder exists (generating or downloading it when the config
+says so), decodes and resizes every image once into uint8 arrays and keeps those arrays in an .npz
+cache keyed by the folder's fingerprint, so the next load of the same folder at the same size is a
+file read. Every user mistake raises `DataError` with one line that names the file or folder.
+
+    ds = load_dataset(cfg.data)          # Dataset(train, validation, test) of uint8 arrays
+    report = check_dataset("data/menwomen")
+
+Modules, one job each: `layout` (names, containers, listing), `decode` (one file -> array),
+`cache` (fingerprint, .npz cache), `synthetic` (the generator), `sources` (seed split, Kaggle
+download), `archive` (safe extraction), `check` (`gic data check`). This module loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil  # noqa: F401 - tests patch gic.data.shutil.disk_usage (the shutil module's own)
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gic.data.archive import safe_extract
+from gic.data.cache import CACHE_FORMAT, cache_dir, cache_path, check_cache_room, fingerprint, load_cache, save_cache
+from gic.data.check import IMBALANCE_RATIO, MIN_IMAGE_SIDE, CheckReport, check_dataset
+from gic.data.decode import MAX_IMAGE_PIXELS, Progress, decode_image, decode_split
+from gic.data.layout import (CLASS_NAMES, IMAGE_EXTENSIONS, LAYOUT, SPLITS, SYNTH_SPEC_FILE, Dataset, Split,
+                             list_images, require_layout)
+from gic.data.sources import download_kaggle, find_kaggle_part, kaggle_credentials_source, prepare_split
+from gic.data.synthetic import check_synthetic_spec, make_synthetic, synth_image
+from gic.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gic.config import DataConfig
+
+__all__ = [
+    "CACHE_FORMAT", "CLASS_NAMES", "IMAGE_EXTENSIONS", "IMBALANCE_RATIO", "MAX_IMAGE_PIXELS", "MIN_IMAGE_SIDE",
+    "SPLITS", "SYNTH_SPEC_FILE", "CheckReport", "Dataset", "Split", "cache_dir", "cache_path", "check_cache_room",
+    "check_dataset", "decode_image", "download_kaggle", "ensure_data", "kaggle_credentials_source", "list_images",
+    "load_dataset", "make_synthetic", "prepare_split", "safe_extract", "synth_image",
+]
+
+log = logging.getLogger(__name__)
+
+
+def ensure_data(cfg: "DataConfig") -> Path:
+    """Make sure `cfg.dir` holds a prepared folder, creating it when the source says how.
+
+    - `synthetic`: generate it with `cfg.synthetic` when the folder is absent.
+    - `kaggle`: download into `<dir>-raw` (unless already there) and prepare the seed split.
+    - `folder`: it must exist.
+
+    Returns:
+        The prepared folder.
+
+    Raises:
+        DataError: a `folder` source that does not exist, a synthetic folder made with another
+            spec, or a failed download or split.
+    """
+    root = Path(cfg.dir).expanduser()
+    if root.exists():
+        if cfg.source == "synthetic":
+            check_synthetic_spec(root, cfg.synthetic.model_dump())
+        return root
+    if cfg.source == "synthetic":
+        spec = cfg.synthetic
+        make_synthetic(root, per_class=spec.per_class, size=spec.size, seed=spec.seed)
+    elif cfg.source == "kaggle":
+        raw = root.with_name(root.name + "-raw")
+        if find_kaggle_part(raw, "traindata") is None:
+            download_kaggle(raw)
+        prepare_split(raw, root)
+    else:
+        raise DataError(f"{root}: no such data folder; expected {LAYOUT} images "
+                        "(or set data.source to synthetic or kaggle)")
+    return root
+
+
+def load_dataset(cfg: "DataConfig", progress: bool = False) -> Dataset:
+    """The decoded dataset of `cfg.dir` at `cfg.image_size`, from the .npz cache when it is current.
+
+    Args:
+        cfg: the `data` section of the config.
+        progress: print decoding progress to stderr.
+
+    Returns:
+        A Dataset whose splits hold (N, S, S, 3) uint8 images in sorted-path order.
+
+    Raises:
+        DataError: missing folder or class, empty class, or a bad image with `on_bad_image: error`.
+    """
+    root = ensure_data(cfg)
+    size = int(cfg.image_size)
+    files = require_layout(root)
+    fp = fingerprint(root, files, size)
+    cpath = cache_path(cfg, fp)
+    cached = load_cache(cpath, root, fp, size)
+    if cached is not None:
+        log.info("data cache hit: %s", cpath)
+        return cached
+
+    total = sum(len(p) for per_class in files.values() for p in per_class.values())
+    check_cache_room(cpath.parent, total, size)  # before minutes of decoding, not after
+    bar = Progress(total) if progress else None
+    splits = {}
+    for name in SPLITS:
+        paths = [p for cls in CLASS_NAMES for p in files[name][cls]]
+        labels = [i for i, cls in enumerate(CLASS_NAMES) for _ in files[name][cls]]
+        # decode_image is looked up here, at call time, so that a test can replace gic.data.decode_image
+        images, labs, kept = decode_split(paths, labels, size, cfg.on_bad_image, bar, decode=decode_image)
+        for i, cls in enumerate(CLASS_NAMES):
+            if not np.any(labs == i):
+                raise DataError(f"{root / name / cls}: every image was unreadable and skipped")
+        splits[name] = Split(images=images, labels=labs, paths=[str(p) for p in kept])
+    ds = Dataset(**splits, class_names=CLASS_NAMES, image_size=size, fingerprint=fp)
+    save_cache(cpath, ds, root)
+    return ds
