@@ -151,14 +151,23 @@ def data_check(root: Path) -> None:
               help="Override a config key, e.g. --set phase1.epochs=5 (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: results/train/<config name>].")
-@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint, written after every epoch.")
+@click.option("--resume", is_flag=True, help="Continue the run in OUT from its last checkpoint (written every epoch).")
+@click.option("--overwrite", is_flag=True, help="Replace the earlier run in OUT (its model, metrics and checkpoint).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for TensorFlow.")
 @user_errors
-def train_cmd(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, threads: int | None) -> None:
+def train_cmd(config_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, overwrite: bool,
+              threads: int | None) -> None:
     """Train the two-phase VGG16 classifier and evaluate its best weights on the test split.
 
     Writes to OUT: config.yaml (resolved), command.txt, versions.json, history.csv, metrics.json,
-    model.keras (best weights), curves.png and checkpoint/ (for --resume).
+    model.keras (best weights), curves.png and checkpoint/ (for --resume). An OUT that holds an
+    earlier run is never replaced without --overwrite; --resume refuses a config that differs from
+    the run's own, and on a finished run says so and touches nothing.
+
+    \b
+    Examples:
+      gic train --config configs/demo-train.yaml
+      gic train --config configs/demo-train.yaml --resume       # after a crash or Ctrl-C
     """
     from gic.config import load_config
     from gic.files import check_writable
@@ -166,16 +175,23 @@ def train_cmd(config_path: Path, overrides: tuple[str, ...], out: Path | None, r
     cfg = load_config(config_path, list(overrides))
     out = out or Path("results") / "train" / config_path.stem
     fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
-    out = check_writable(out)
+    if resume and overwrite:
+        raise GicError("--resume continues the run in OUT, --overwrite replaces it: use one of them")
     checkpoint = out / "checkpoint"
-    if resume and not (checkpoint / "meta.json").is_file():
-        raise GicError(f"{checkpoint}: no checkpoint to resume from; run without --resume first")
+    if resume:
+        if _resume_plan(cfg, out) == "complete":
+            return
+    else:
+        _clear_earlier_run(out, overwrite)
+    out = check_writable(out)
     try:
         run_training(cfg, out, resume=checkpoint if resume else None, threads=threads)
-    except GicError:
-        # Nothing half-written: bad data or weights stop a new run before its first epoch, so a
-        # fresh OUT holds only the config and versions; remove them (never a folder with a checkpoint).
-        if fresh and not (checkpoint / "meta.json").is_file():
+    except BaseException:
+        # Nothing half-written: a new run stopped before its first checkpoint (bad data or weights,
+        # a crash, Ctrl-C) leaves no folder behind; a folder with a checkpoint is kept for --resume.
+        from gic.checkpoint import find_checkpoint
+
+        if fresh and find_checkpoint(checkpoint) is None:
             import shutil
 
             shutil.rmtree(out, ignore_errors=True)
@@ -184,12 +200,76 @@ def train_cmd(config_path: Path, overrides: tuple[str, ...], out: Path | None, r
 
 def run_training(cfg, out: Path, resume: Path | None = None, threads: int | None = None) -> dict:
     """config -> data -> two-phase training -> files in `out`; returns metrics.json's content."""
+RUN_OUTPUTS = ("config.yaml", "command.txt", "versions.json", "history.csv", "metrics.json", "model.keras",
+               "curves.png", "checkpoint")
+RESUME_SAFE_KEYS = ("data.cache_dir",)  # where caches live: changing it changes no result
+
+
+def _clear_earlier_run(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an earlier run in `out` unless `overwrite`; with it, remove that run's files."""
+    from gic.checkpoint import find_checkpoint
+
+    # A run killed before its first checkpoint left only its self-description: nothing to lose.
+    earlier = [name for name in ("metrics.json", "model.keras", "history.csv") if (out / name).exists()]
+    if find_checkpoint(out / "checkpoint") is not None:
+        earlier.append("checkpoint")
+    if not earlier:
+        return
+    if not overwrite:
+        raise GicError(f"{out}: holds an earlier run ({', '.join(earlier)}); add --resume to continue it, "
+                       "--overwrite to replace it, or choose another --out")
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    for leftover in out.glob(".checkpoint.*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _resume_plan(cfg, out: Path) -> str:
+    """"complete" when the run in `out` has finished (said on stdout, nothing touched), else
+    "continue". Refuses a missing checkpoint and a config that differs from the run's own."""
+    import json
+
+    from gic.checkpoint import META, find_checkpoint
+
+    checkpoint = find_checkpoint(out / "checkpoint")
+    if checkpoint is None:
+        raise GicError(f"{out / 'checkpoint'}: no checkpoint to resume from; run without --resume first")
+    meta = json.loads((checkpoint / META).read_text())
+    changed = config_changes(meta.get("config", {}), cfg.to_dict(), safe=RESUME_SAFE_KEYS)
+    if changed:
+        raise GicError(f"--resume: {out} was trained with other settings ({'; '.join(changed)}); "
+                       "resume with the run's own config (OUT/config.yaml), or train into a new --out")
+    if meta["epoch"] >= cfg.total_epochs and (out / "metrics.json").is_file() and (out / "model.keras").is_file():
+        metrics = json.loads((out / "metrics.json").read_text())
+        click.echo(f"{out}: already complete ({meta['epoch']}/{cfg.total_epochs} epochs, best val_accuracy "
+                   f"{metrics.get('best_val_accuracy') or float('nan'):.4f} at epoch {metrics.get('best_epoch')}); nothing to resume")
+        return "complete"
+    return "continue"
+
+
+def config_changes(old: dict, new: dict, safe: tuple[str, ...] = (), prefix: str = "") -> list[str]:
+    """`key old -> new` for every dotted key whose value differs between two nested config dicts,
+    leaving out the keys in `safe`."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, safe, f"{dotted}.")
+        elif a != b and dotted not in safe:
+            changes.append(f"{dotted} {a!r} -> {b!r}")
+    return changes
+
+
     import pandas as pd
 
     from gic.config import save_config
     from gic.data import load_dataset
     from gic.evaluate import plot_curves
-    from gic.files import atomic_write_json, atomic_write_text, command_line, versions
+    from gic.files import atomic_path, atomic_write_json, atomic_write_text, command_line, versions
     from gic.runtime import configure_tensorflow
 
     configure_tensorflow(threads=threads)
@@ -211,10 +291,10 @@ def run_training(cfg, out: Path, resume: Path | None = None, threads: int | None
 
     result = train_two_phase(cfg, data, on_epoch=on_epoch, resume=resume)
     metrics = result.metrics()
-    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
-    tmp_model = out / ".model.tmp.keras"
-    result.model.save(tmp_model)
-    tmp_model.replace(out / "model.keras")
+    with atomic_path(out / "history.csv") as tmp:
+        pd.DataFrame(result.history).to_csv(tmp, index=False)
+    with atomic_path(out / "model.keras") as tmp:
+        result.model.save(tmp)
     plot_curves(result.history, out / "curves.png", title=f"{cfg.model.weights} weights, {cfg.data.image_size} px")
     atomic_write_json(out / "metrics.json", metrics)
     test = result.test or {}

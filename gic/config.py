@@ -238,5 +238,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    """Write a complete config that `load_config` accepts as is."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write a complete config that `load_config` accepts as is (atomically)."""
+    from gic.files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

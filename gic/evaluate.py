@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from gic.files import atomic_path
+
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve by the rank-sum (Mann-Whitney) formula, ties counted as half."""
@@ -75,6 +77,7 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = ""
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path

@@ -17,11 +17,8 @@ from (seed, epoch): a run resumed from a checkpoint repeats the uninterrupted ru
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +27,18 @@ from typing import Any, Callable
 import numpy as np
 
 from gic import runtime
+from gic.checkpoint import read_checkpoint, write_checkpoint
 from gic.config import TrainConfig
 from gic.data import Dataset, Split
 from gic.errors import GicError
 from gic.evaluate import evaluate
+from gic.files import atomic_path
 from gic.model import Classifier, augment_batch, build_model, conv_layers, split_model, unfreeze, weights_id
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 EpochCallback = Callable[[dict[str, Any], Callable[[str | Path], Path]], Any]
-CHECKPOINT_VERSION = 2  # 2: only the variables training can change
 
 
 @dataclass
@@ -110,10 +108,8 @@ def _disk_or_compute_features(clf: Classifier, cfg: TrainConfig, data: Dataset, 
     feats = {name: clf.features.predict(_image_batches(split, cfg.data.batch_size), verbose=0)
              for name, split in (("train", data.train), ("validation", data.validation))}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        with atomic_path(path) as tmp:
             np.savez(tmp, **feats)
-        os.replace(tmp.name, path)
     except OSError:
         pass  # a read-only or full cache disk costs speed, not the run
     return feats
@@ -179,57 +175,6 @@ class _Batches:
 
         ds = tf.data.Dataset.from_tensor_slices(order).batch(self.batch_size).enumerate()
         return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def write_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write a checkpoint folder atomically: a fresh sibling folder is renamed into place, so an
-    interrupted write leaves the previous checkpoint whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    arrays = {f"var_{i}": v for i, v in enumerate(state["variables"])}
-    arrays |= {f"opt_{i}": v for i, v in enumerate(state["optimizer"])}
-    best_is_current = state["best_weights"] is not None and state.get("best_epoch") == state["epoch"]
-    best = [] if best_is_current else (state["best_weights"] or [])  # no second copy of the same arrays
-    arrays |= {f"best_{i}": v for i, v in enumerate(best)}
-    with open(tmp / "state.npz", "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    meta = {k: v for k, v in state.items() if k not in ("variables", "optimizer", "best_weights")}
-    meta |= {"version": CHECKPOINT_VERSION, "n_variables": len(state["variables"]),
-             "n_optimizer": len(state["optimizer"]), "n_best": len(best), "best_is_current": best_is_current}
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    old = None
-    if path.exists():
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-        else:
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-        if meta.get("version") != CHECKPOINT_VERSION:
-            raise GicError(f"{path}: checkpoint format {meta.get('version')}, this gic reads {CHECKPOINT_VERSION}; "
-                           "start the run again")
-        with np.load(path / "state.npz", allow_pickle=False) as z:
-            meta["variables"] = [z[f"var_{i}"] for i in range(meta["n_variables"])]
-            meta["optimizer"] = [z[f"opt_{i}"] for i in range(meta["n_optimizer"])]
-            meta["best_weights"] = [z[f"best_{i}"] for i in range(meta["n_best"])] or None
-            if meta.get("best_is_current"):
-                meta["best_weights"] = [a.copy() for a in meta["variables"]]
-    except (OSError, ValueError, KeyError) as err:
-        raise GicError(f"{path}: not a usable gic checkpoint ({type(err).__name__}: {str(err)[:120]})") from None
-    return meta
 
 
 # ---------------------------------------------------------------------------------- trainer
@@ -391,7 +336,7 @@ class _TwoPhase:
 
 def train_two_phase(cfg: TrainConfig, data: Dataset, on_epoch: EpochCallback | None = None,
                     resume: str | Path | None = None, evaluate_test: bool = True,
-                    shared_features: SharedFeatures | None = None) -> TrainResult:
+                    shared_features: SharedFeatures | None = None, restore_best: bool = True) -> TrainResult:
     """Train the head with the base frozen, then fine-tune the top conv layers.
 
     Args:
@@ -405,6 +350,8 @@ def train_two_phase(cfg: TrainConfig, data: Dataset, on_epoch: EpochCallback | N
             it never looks at the test split).
         shared_features: where a search keeps the phase-1 features for all its trials (see
             `SharedFeatures`); without it, this process's memory and the disk cache.
+        restore_best: end with the best epoch's weights (by `cfg.monitor`); False keeps the last
+            epoch's, for training on train+validation where there is no held-out split to choose by.
 
     Returns:
         TrainResult with the history, the best epoch and score, the model holding the best weights,
@@ -415,6 +362,8 @@ def train_two_phase(cfg: TrainConfig, data: Dataset, on_epoch: EpochCallback | N
     state = read_checkpoint(resume) if resume is not None else None
     done = state["epoch"] if state else 0
     e1, e2 = cfg.phase1.epochs, (cfg.phase2.epochs if cfg.fine_tunes else 0)
+    if state is not None and done >= e1 + e2:  # a finished run: its weights, nothing to train
+        trainer.restore(state, same_phase=False)
 
     if done < e1:
         phase_start = time.perf_counter()  # wall time of the phase, validation included (gic bench)
@@ -434,7 +383,7 @@ def train_two_phase(cfg: TrainConfig, data: Dataset, on_epoch: EpochCallback | N
         trainer.timing["phase2_wall_s"] = time.perf_counter() - phase_start
 
     model = trainer.clf.model
-    if trainer.best_weights is not None:
+    if restore_best and trainer.best_weights is not None:
         for var, value in zip(trainer.mutable, trainer.best_weights):
             var.assign(value)
     test = evaluate(model, data.test, cfg.data.batch_size) if evaluate_test and len(data.test) else None

@@ -148,7 +148,9 @@ def report_cmd(results_dir: Path, out: Path | None, no_study: bool) -> None:
               help="Runs per configuration (seed, seed+1, ...): mean ± std.")
 @click.option("--train-on", type=click.Choice(["train", "train+validation"]), default="train", show_default=True,
               help="train+validation has no validation to pick an epoch: the last epoch's weights are used.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RESULTS_DIR/retrain].")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder [default: RESULTS_DIR/retrain/<settings>, e.g. train-top1-seeds3-baseline].")
+@click.option("--overwrite", is_flag=True, help="Train every run again, replacing complete runs in the output folder.")
 @click.option("--compare-baseline", is_flag=True,
               help="Also train configs/baseline.yaml's recipe on the same data, image size, budget and seeds.")
 @click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), default=None,
@@ -158,14 +160,25 @@ def report_cmd(results_dir: Path, out: Path | None, no_study: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a trainer key of the retrained configs, e.g. phase1.epochs=30.")
 @user_errors
-def retrain_cmd(results_dir: Path, top: int, seeds: int, train_on: str, out: Path | None, compare_baseline: bool,
-                baseline_path: Path | None, address: str | None, overrides: tuple[str, ...]) -> None:
-    """Retrain the best configuration(s) from scratch, full budget, no early stopping; test metrics."""
+def retrain_cmd(results_dir: Path, top: int, seeds: int, train_on: str, out: Path | None, overwrite: bool,
+                compare_baseline: bool, baseline_path: Path | None, address: str | None,
+                overrides: tuple[str, ...]) -> None:
+    """Retrain the best configuration(s) from scratch, full budget, no early stopping; test metrics.
+
+    A rerun with the same settings keeps the runs that completed and trains the rest; other settings
+    get their own folder. Nothing complete is replaced without --overwrite.
+
+    \b
+    Examples:
+      gic-tune retrain results/demo
+      gic-tune retrain results/demo --top 3 --seeds 3 --compare-baseline
+    """
     from tune.retrain import BASELINE, retrain
 
     folder, table = retrain(results_dir, top=top, seeds=seeds, train_on=train_on, out=out,
                             compare_baseline=compare_baseline, address=address,
-                            baseline_path=baseline_path or BASELINE, overrides=list(overrides), echo=_echo)
+                            baseline_path=baseline_path or BASELINE, overrides=list(overrides), echo=_echo,
+                            overwrite=overwrite)
     click.echo((folder / "comparison.md").read_text().rstrip())
     click.echo(f"wrote {folder}/ (per run: model.keras, metrics.json, history.csv, curves.png; comparison.md)")
 

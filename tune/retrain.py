@@ -9,7 +9,9 @@ its best-val-accuracy weights evaluated once on the untouched test split. With
 `--train-on train+validation` there is no held-out validation to pick an epoch, so the last
 epoch's weights are used (and metrics.json says so).
 
-Output (default <experiment>/retrain/):
+Output (default <experiment>/retrain/<settings>/, e.g. retrain/train-top1-seeds3-baseline/; `--set`
+overrides add a hash, so retrains with other settings never share a folder; a rerun of the same
+settings keeps the runs that are complete and trains the rest):
     <config>/seed<k>/   config.yaml, model.keras (loadable by `gic predict`), metrics.json,
                         history.csv, curves.png
     summary.csv         one row per run
@@ -21,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,11 +32,12 @@ from typing import Any
 import pandas as pd
 from gic.config import TrainConfig, load_config
 from gic.errors import GicError
+from gic.shipped import shipped_dir
 
 from tune.results import params_of
 from tune.trials import require_experiment, search_config, select, trial_table
 
-BASELINE = Path(__file__).resolve().parents[1] / "configs" / "baseline.yaml"
+BASELINE = shipped_dir() / "baseline.yaml"  # the seed recipe as shipped (installed package data or the clone's configs/)
 RETRAIN_DIR = "retrain"
 # What the baseline takes from the tuned config to run on the same data, image size and budget; the
 # recipe itself (head, dropout, augmentation, optimizers, learning rates, unfrozen layers) stays.
@@ -122,52 +124,61 @@ def _merge_train_validation(data):
 
 
 def train_run(run: Run, data, out: str | Path) -> dict[str, Any]:
-    """Train one run from scratch into `out`; return its metrics (also written to metrics.json)."""
+    """Train one run from scratch into `out`; return its metrics (also written to metrics.json).
+
+    Every file is written atomically and metrics.json last, so a run folder with a metrics.json is
+    complete (what `run_all` reuses after an interruption).
+    """
     from gic.config import save_config
-    from gic.evaluate import evaluate, plot_curves
-    from gic.files import atomic_write_json
-    from gic.train import read_checkpoint, train_two_phase
+    from gic.evaluate import plot_curves
+    from gic.files import atomic_path, atomic_write_json
+    from gic.train import train_two_phase
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig.model_validate(run.config)
     save_config(cfg, out / "config.yaml")
-    last_epoch = cfg.total_epochs
-    tmp = Path(tempfile.mkdtemp(prefix="gic-retrain-"))
-    on_epoch = None
-    if run.train_on == "train+validation":
+    merged = run.train_on == "train+validation"
+    if merged:  # no held-out validation to pick an epoch by: the last epoch's weights are kept
         data = _merge_train_validation(data)
-
-        def on_epoch(metrics, save_checkpoint):  # keep the last epoch's weights: no validation to choose
-            if int(metrics["epoch"]) == last_epoch:
-                save_checkpoint(tmp / "last")
     started = time.perf_counter()
-    try:
-        result = train_two_phase(cfg, data, on_epoch=on_epoch, evaluate_test=run.train_on == "train")
-        train_s = time.perf_counter() - started
-        model = result.model
-        if run.train_on == "train+validation":
-            state = read_checkpoint(tmp / "last")
-            for var, value in zip(model.variables, state["variables"]):
-                var.assign(value)
-            test = evaluate(model, data.test, cfg.data.batch_size)
-            selection = {"weights": "last epoch", "epoch": last_epoch,
-                         "why": "trained on train+validation: no held-out validation to pick the best epoch; "
-                                "val_accuracy in history.csv is on images the model trained on"}
-        else:
-            test = result.test or {}
-            selection = {"weights": "best val_accuracy", "epoch": result.best_epoch}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
-    model.save(out / ".model.tmp.keras")
-    (out / ".model.tmp.keras").replace(out / "model.keras")
+    result = train_two_phase(cfg, data, restore_best=not merged)
+    train_s = time.perf_counter() - started
+    if merged:
+        selection = {"weights": "last epoch", "epoch": cfg.total_epochs,
+                     "why": "trained on train+validation: no held-out validation to pick the best epoch; "
+                            "val_accuracy in history.csv is on images the model trained on"}
+    else:
+        selection = {"weights": "best val_accuracy", "epoch": result.best_epoch}
+    with atomic_path(out / "history.csv") as tmp:
+        pd.DataFrame(result.history).to_csv(tmp, index=False)
+    with atomic_path(out / "model.keras") as tmp:
+        result.model.save(tmp)
     plot_curves(result.history, out / "curves.png", title=f"{run.name} seed {run.seed} ({run.train_on})")
     metrics = {"name": run.name, "seed": run.seed, "train_on": run.train_on, "selected": selection,
                "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
-               **{k: v for k, v in test.items()}, "train_time_s": round(train_s, 2), "precision": result.precision,
-               "epochs": last_epoch, "train_images": len(data.train), "test_images": len(data.test)}
+               **(result.test or {}), "train_time_s": round(train_s, 2), "precision": result.precision,
+               "epochs": cfg.total_epochs, "train_images": len(data.train), "test_images": len(data.test)}
     atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def finished_run(run: Run, folder: Path) -> dict[str, Any] | None:
+    """The metrics of `run` when `folder` holds it complete (metrics.json written last), else None.
+
+    Raises:
+        GicError: `folder` holds a complete run of another configuration (never replaced silently).
+    """
+    metrics_file = folder / "metrics.json"
+    if not metrics_file.is_file():
+        return None
+    import yaml
+
+    done = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else None
+    metrics = json.loads(metrics_file.read_text())
+    if done != run.config or metrics.get("train_on") != run.train_on:
+        raise GicError(f"{folder}: holds a finished run of another configuration; add --overwrite to replace it, "
+                       "or choose another --out")
     return metrics
 
 
@@ -186,16 +197,29 @@ def _remote_run(run: Run, data, threads: int) -> dict[str, bytes]:
 
 
 def run_all(runs: list[Run], out: Path, address: str | None, resources: dict[str, float],
-            echo=print) -> list[dict[str, Any]]:
+            echo=print, overwrite: bool = False) -> list[dict[str, Any]]:
     """Every run: in this process one after another, or as Ray tasks on a cluster in parallel.
 
-    The dataset is decoded once here; on a cluster it goes to the workers through the object store,
-    and each run's files come back to this machine (no shared filesystem needed).
+    Runs already complete in `out` (an earlier, interrupted retrain with the same settings) are
+    kept and not trained again, unless `overwrite`. The dataset is decoded once here; on a cluster it
+    goes to the workers through the object store, and each run's files come back to this machine
+    (no shared filesystem needed).
     """
     from gic.data import load_dataset
 
-    data = load_dataset(TrainConfig.model_validate(runs[0].config).data)
     results = []
+    if not overwrite:
+        todo = []
+        for run in runs:
+            metrics = finished_run(run, out / run.folder)
+            (todo.append(run) if metrics is None else results.append(metrics))
+        if results:
+            echo(f"{len(results)} of {len(runs)} runs already complete in {out}: kept"
+                 + ("" if todo else "; nothing to train"))
+        runs = todo
+    if not runs:
+        return sorted(results, key=lambda m: (m["name"] != "baseline", m["name"], m["seed"]))
+    data = load_dataset(TrainConfig.model_validate(runs[0].config).data)
     if address is None:
         from gic.runtime import configure_tensorflow
 
@@ -206,9 +230,10 @@ def run_all(runs: list[Run], out: Path, address: str | None, resources: dict[str
             echo(f"    test_accuracy {metrics.get('test_accuracy', float('nan')):.4f}  "
                  f"test_auc {metrics.get('test_auc', float('nan')):.4f}  ({metrics['train_time_s']:.0f} s)")
             results.append(metrics)
-        return results
+        return sorted(results, key=lambda m: (m["name"] != "baseline", m["name"], m["seed"]))
 
     import ray
+    from gic.files import atomic_write_bytes
 
     from tune.search import init_ray
 
@@ -224,9 +249,8 @@ def run_all(runs: list[Run], out: Path, address: str | None, resources: dict[str
             run = pending.pop(done[0])
             files = ray.get(done[0])
             folder = out / run.folder
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, content in files.items():
-                (folder / name).write_bytes(content)
+            for name in sorted(files, key=lambda n: n == "metrics.json"):  # metrics.json last: complete
+                atomic_write_bytes(folder / name, files[name])
             metrics = json.loads(files["metrics.json"])
             echo(f"    {run.name} seed {run.seed}: test_accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
             results.append(metrics)
@@ -276,13 +300,39 @@ def comparison_markdown(table: pd.DataFrame, experiment: Path, train_on: str, se
     return "\n".join(lines) + "\n"
 
 
+def retrain_folder_name(top: int, seeds: int, train_on: str, compare_baseline: bool,
+                        overrides: list[str] | None) -> str:
+    """The default output folder of one retrain's settings, so that retrains with other settings
+    never share (and replace) one folder: `train-top1-seeds3-baseline`, plus `-set-<hash>` of the
+    sorted `--set` overrides when there are any."""
+    import hashlib
+
+    name = f"{train_on.replace('+', '-')}-top{top}-seeds{seeds}" + ("-baseline" if compare_baseline else "")
+    if overrides:
+        name += "-set-" + hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
+    return name
+
+
 def retrain(experiment: str | Path, top: int = 1, seeds: int = 1, train_on: str = "train", out: str | Path | None = None,
             compare_baseline: bool = False, address: str | None = None, baseline_path: str | Path = BASELINE,
-            overrides: list[str] | None = None, echo=print) -> tuple[Path, pd.DataFrame]:
+            overrides: list[str] | None = None, echo=print, overwrite: bool = False) -> tuple[Path, pd.DataFrame]:
     """Retrain the top-K configurations (and the baseline) S times; write files and the comparison.
+
+    Args:
+        experiment: the search's experiment folder.
+        top, seeds: K and S.
+        train_on: `train`, or `train+validation` (the last epoch's weights are kept).
+        out: output folder [default: `<experiment>/retrain/<retrain_folder_name(...)>`].
+        compare_baseline: also train the seed recipe (`baseline_path`) on the same data and budget.
+        address: Ray address for parallel runs, or None for this process.
+        overrides: `key=value` trainer overrides for every retrained config.
+        overwrite: train every run again even where `out` holds it complete.
 
     Returns:
         (output folder, the comparison table).
+
+    Raises:
+        GicError: a bad `train_on`, no scored trial, or `out` holds runs of other settings.
     """
     if train_on not in ("train", "train+validation"):
         raise GicError(f"--train-on {train_on}: expected train or train+validation")
@@ -290,16 +340,20 @@ def retrain(experiment: str | Path, top: int = 1, seeds: int = 1, train_on: str 
     configs = tuned_configs(folder, top, overrides)
     baseline = baseline_config(configs[0][1], baseline_path) if compare_baseline else None
     runs = plan_runs(configs, seeds, train_on, baseline)
-    out = Path(out) if out is not None else folder / RETRAIN_DIR
-    from gic.files import check_writable
+    if out is None:
+        out = folder / RETRAIN_DIR / retrain_folder_name(top, seeds, train_on, compare_baseline, overrides)
+    out = Path(out)
+    from gic.files import atomic_path, atomic_write_text, check_writable
 
     check_writable(out)
     resources = (search_config(folder).get("search") or {}).get("resources_per_trial") or {}
     echo(f"retraining {len(configs)} configuration(s){' + the seed recipe' if baseline else ''} x {seeds} seed(s) "
          f"= {len(runs)} runs, {configs[0][1].total_epochs} epochs each, on {train_on}; writing {out}")
-    results = run_all(runs, out, address, resources, echo)
-    pd.DataFrame(results).drop(columns=["selected", "confusion_matrix"], errors="ignore").to_csv(out / "summary.csv", index=False)
+    results = run_all(runs, out, address, resources, echo, overwrite=overwrite)
+    with atomic_path(out / "summary.csv") as tmp:
+        pd.DataFrame(results).drop(columns=["selected", "confusion_matrix"], errors="ignore").to_csv(tmp, index=False)
     table = comparison(results)
-    table.to_csv(out / "comparison.csv", index=False)
-    (out / "comparison.md").write_text(comparison_markdown(table, folder, train_on, seeds))
+    with atomic_path(out / "comparison.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    atomic_write_text(out / "comparison.md", comparison_markdown(table, folder, train_on, seeds))
     return out, table
