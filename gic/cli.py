@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from gic.errors import GicError
+from gic.shipped import config_option
 
 
 def user_errors(fn):
@@ -145,8 +146,9 @@ def data_check(root: Path) -> None:
 
 # -------------------------------------------------------------------------------------- train
 @main.command("train")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
-              help="Trainer YAML (e.g. configs/demo-train.yaml, configs/baseline.yaml).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True, callback=config_option,
+              help="Trainer YAML (e.g. configs/demo-train.yaml, configs/baseline.yaml): your file if it exists, "
+                   "else the shipped config of that name (gic-tune init copies them out).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set phase1.epochs=5 (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,

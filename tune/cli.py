@@ -16,8 +16,10 @@ from pathlib import Path
 
 import click
 from gic.cli import CONTEXT, OneLineErrors, user_errors
+from gic.shipped import config_option
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+# ./configs/demo.yaml when the current folder has one, else the shipped demo.yaml (gic.shipped).
+DEFAULT_CONFIG = Path("configs") / "demo.yaml"
 
 
 @click.group(cls=OneLineErrors, context_settings=CONTEXT)
@@ -27,7 +29,7 @@ def main() -> None:
 
 
 @main.command("run")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG, callback=config_option,
               show_default="configs/demo.yaml", help="Search file: trainer (or base), space, search.")
 @click.option("--name", default=None, help="Experiment name: results go to <storage_path>/<name>/ (default: search.name).")
 @click.option("--address", default=None, help="Ray cluster to join: `auto` or host:port. Default: a local Ray on 127.0.0.1.")
@@ -185,7 +187,7 @@ def retrain_cmd(results_dir: Path, top: int, seeds: int, train_on: str, out: Pat
 
 # ------------------------------------------------------------------------------- bench (issue 5)
 @main.command("bench")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG, callback=config_option,
               show_default="configs/demo.yaml", help="Search file to benchmark.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None, help="K: trials in the search.")
 @click.option("--name", default=None, help="Experiment name [default: bench-<date>-<time>].")
@@ -211,6 +213,31 @@ def bench_cmd(config_path: Path, num_samples: int | None, name: str | None, no_s
     if json_path is not None:
         save_json(figures, json_path)
         click.echo(f"wrote {json_path}")
+
+
+# ------------------------------------------------------------------------------ init (packaging)
+@main.command("init")
+@click.argument("dest", type=click.Path(path_type=Path), default=Path("configs"))
+@click.option("--overwrite", is_flag=True, help="Replace files that DEST already has.")
+@user_errors
+def init_cmd(dest: Path, overwrite: bool) -> None:
+    """Copy the shipped configs into DEST [default: ./configs] to edit them.
+
+    A `--config` path that exists is always your file; one that does not exist but names a shipped
+    config (demo.yaml, configs/search.yaml, ...) means the shipped one. Existing files are kept
+    unless --overwrite.
+
+    \b
+    Example:
+      gic-tune init && gic-tune run --config configs/demo.yaml --set search.num_samples=4
+    """
+    from gic.shipped import copy_shipped
+
+    copied, same = copy_shipped(dest, overwrite=overwrite)
+    if copied:
+        click.echo(f"copied {len(copied)} configs to {dest}/: {', '.join(copied)}")
+    if same:
+        click.echo(f"{dest}/ already is the shipped folder (an editable install): {len(same)} files left as they are")
 
 
 if __name__ == "__main__":
