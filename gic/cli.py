@@ -146,7 +146,7 @@ def data_check(root: Path) -> None:
 
 # -------------------------------------------------------------------------------------- train
 @main.command("train")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True, callback=config_option,
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True, callback=config_option(),
               help="Trainer YAML (e.g. configs/demo-train.yaml, configs/baseline.yaml): your file if it exists, "
                    "else the shipped config of that name (gic-tune init copies them out).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

@@ -79,15 +79,21 @@ def resolve_config(path: str | Path, echo: Callable[[str], None] | None = _stder
     return shipped
 
 
-def config_option(ctx, param, value):
-    """click callback of a `--config` option: `resolve_config`, with no note for the option's default."""
-    if value is None:
-        return None
-    import click
-    from click.core import ParameterSource
+def config_option(default: str | Path | None = None):
+    """The click callback of a `--config` option whose click default is None.
 
-    default = ctx.get_parameter_source(param.name) in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
-    return resolve_config(value, echo=lambda line: click.echo(line, err=True), quiet=default)
+    A given path goes through `resolve_config` (a shipped fallback says so on stderr); no path means
+    DEFAULT, resolved the same way but quietly: it is the documented default.
+    """
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None if default is None else resolve_config(default, quiet=True)
+        import click
+
+        return resolve_config(value, echo=lambda line: click.echo(line, err=True))
+
+    return callback
 
 
 def copy_shipped(dest: str | Path, overwrite: bool = False) -> tuple[list[str], list[str]]:

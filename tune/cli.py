@@ -18,7 +18,7 @@ import click
 from gic.cli import CONTEXT, OneLineErrors, user_errors
 from gic.shipped import config_option
 
-# ./configs/demo.yaml when the current folder has one, else the shipped demo.yaml (gic.shipped).
+# No --config: ./configs/demo.yaml when the current folder has one, else the shipped demo.yaml (gic.shipped).
 DEFAULT_CONFIG = Path("configs") / "demo.yaml"
 
 
@@ -29,7 +29,8 @@ def main() -> None:
 
 
 @main.command("run")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG, callback=config_option,
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              callback=config_option(DEFAULT_CONFIG),
               show_default="configs/demo.yaml", help="Search file: trainer (or base), space, search.")
 @click.option("--name", default=None, help="Experiment name: results go to <storage_path>/<name>/ (default: search.name).")
 @click.option("--address", default=None, help="Ray cluster to join: `auto` or host:port. Default: a local Ray on 127.0.0.1.")
@@ -187,7 +188,8 @@ def retrain_cmd(results_dir: Path, top: int, seeds: int, train_on: str, out: Pat
 
 # ------------------------------------------------------------------------------- bench (issue 5)
 @main.command("bench")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG, callback=config_option,
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              callback=config_option(DEFAULT_CONFIG),
               show_default="configs/demo.yaml", help="Search file to benchmark.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None, help="K: trials in the search.")
 @click.option("--name", default=None, help="Experiment name [default: bench-<date>-<time>].")
