@@ -58,6 +58,9 @@ class DataConfig(_Strict):
     image_size: int = Field(180, ge=32, le=1024)
     batch_size: int = Field(32, ge=1)
     on_bad_image: Literal["error", "skip"] = "error"
+    # Refuse images with more pixels than this (decompression bombs); a JPEG counts at the reduced
+    # size it is decoded at, so a 9000x8000 phone photo passes. gic.data.MAX_IMAGE_PIXELS.
+    max_image_pixels: int = Field(64_000_000, ge=1)
     cache_dir: Path | None = None  # None: $GIC_CACHE_DIR or ~/.cache/gic
     synthetic: SynthSpec = SynthSpec()
 

@@ -176,7 +176,7 @@ def test_check_symlink_loops_do_not_hang(tmp_path):
     report = check_dataset(root)
     assert one(report.errors, "loop.jpg").startswith(str(men / "loop.jpg"))
     assert len(report.errors) == 1
-    assert "sub-folder" in one(report.warnings, str(men / "up"))
+    assert "link(s) to folders (not followed)" in one(report.warnings, str(men / "up"))
 
 
 def test_cli_check_exit_codes(tmp_path, synth_dir):
@@ -210,13 +210,17 @@ def test_decode_converts_every_mode_to_rgb(tmp_path):
     assert np.all(decode_image(save(palette, tmp_path / "pal.gif"), 16)[..., 1] == 200)
 
 
-def test_decode_big_jpeg_uses_draft_and_bombs_are_refused(tmp_path, monkeypatch):
+def test_decode_big_jpeg_uses_draft_and_bombs_are_refused(tmp_path):
     big = save(Image.new("RGB", (2400, 1600), (0, 90, 0)), tmp_path / "big.jpg", quality=90)
     arr = decode_image(big, 48)
     assert arr.shape == (48, 48, 3) and abs(int(arr[..., 1].mean()) - 90) <= 3
-    monkeypatch.setattr(gd.decode, "MAX_IMAGE_PIXELS", 1_000_000)
-    with pytest.raises(DataError, match=r"big\.jpg: image too large .*2400x1600"):
-        decode_image(big, 48)
+    # the limit applies to the size a JPEG is decoded at (1/8 here), not to the size it claims
+    assert decode_image(big, 48, max_pixels=100_000).shape == (48, 48, 3)
+    with pytest.raises(DataError, match=r"big\.jpg: image too large .*300x200 px at reduced scale, 2400x1600 px in full"):
+        decode_image(big, 48, max_pixels=50_000)
+    png = save(Image.new("RGB", (400, 300)), tmp_path / "big.png")
+    with pytest.raises(DataError, match=r"big\.png: image too large to decode safely \(400x300 px, limit 100,000"):
+        decode_image(png, 48, max_pixels=100_000)
 
 
 # ------------------------------------------------------------------------------------ loader
@@ -264,9 +268,9 @@ def test_cache_hit_skips_decoding_and_changes_invalidate_it(tmp_path, monkeypatc
     # another image size is another fingerprint (and another decode)
     decoded: list[Path] = []
 
-    def counting(path, size):
+    def counting(path, size, **kwargs):
         decoded.append(Path(path))
-        return real_decode(path, size)
+        return real_decode(path, size, **kwargs)
 
     monkeypatch.setattr(gd, "decode_image", counting)
     assert load_dataset(cfg_for(root, tmp_path, image_size=40)).fingerprint != first.fingerprint

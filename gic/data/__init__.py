@@ -2,7 +2,7 @@
 
 A prepared folder has one layout, whatever its source:
 
-    ROOT/{train,validation,test}/{men,women}/*.jpg|png|...
+    ROOT/{train,validation,test}/{men,women}/**/*.jpg|png|...  (sub-folders read, any format Pillow decodes)
 
 `load_dataset(cfg.data)` makes sure the folder exists (generating or downloading it when the config
 says so), decodes and resizes every image once into uint8 arrays and keeps those arrays in an .npz
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import shutil  # noqa: F401 - tests patch gic.data.shutil.disk_usage (the shutil module's own)
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ from gic.data.cache import CACHE_FORMAT, cache_dir, cache_path, check_cache_room
 from gic.data.check import IMBALANCE_RATIO, MIN_IMAGE_SIDE, CheckReport, check_dataset
 from gic.data.decode import MAX_IMAGE_PIXELS, Progress, decode_image, decode_split
 from gic.data.layout import (CLASS_NAMES, IMAGE_EXTENSIONS, LAYOUT, SPLITS, SYNTH_SPEC_FILE, Dataset, Split,
-                             list_images, require_layout)
+                             list_images, require_layout, shown, skip_summary)
 from gic.data.sources import download_kaggle, find_kaggle_part, kaggle_credentials_source, prepare_split
 from gic.data.synthetic import check_synthetic_spec, make_synthetic, synth_image
 from gic.errors import DataError
@@ -43,7 +44,7 @@ __all__ = [
     "CACHE_FORMAT", "CLASS_NAMES", "IMAGE_EXTENSIONS", "IMBALANCE_RATIO", "MAX_IMAGE_PIXELS", "MIN_IMAGE_SIDE",
     "SPLITS", "SYNTH_SPEC_FILE", "CheckReport", "Dataset", "Split", "cache_dir", "cache_path", "check_cache_room",
     "check_dataset", "decode_image", "download_kaggle", "ensure_data", "kaggle_credentials_source", "list_images",
-    "load_dataset", "make_synthetic", "prepare_split", "safe_extract", "synth_image",
+    "load_dataset", "make_synthetic", "prepare_split", "safe_extract", "shown", "skip_summary", "synth_image",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def ensure_data(cfg: "DataConfig") -> Path:
             download_kaggle(raw)
         prepare_split(raw, root)
     else:
-        raise DataError(f"{root}: no such data folder; expected {LAYOUT} images "
+        raise DataError(f"{shown(root)}: no such data folder; expected {LAYOUT} images "
                         "(or set data.source to synthetic or kaggle)")
     return root
 
@@ -85,22 +86,33 @@ def ensure_data(cfg: "DataConfig") -> Path:
 def load_dataset(cfg: "DataConfig", progress: bool = False) -> Dataset:
     """The decoded dataset of `cfg.dir` at `cfg.image_size`, from the .npz cache when it is current.
 
+    Every file under a class folder that Pillow can decode is read, in sub-folders too; what is
+    skipped (other files, hidden ones, links to folders) is reported as UserWarnings, one per kind
+    with counts and a few names: the lines `gic data check` prints. (Python shows a warning that
+    repeats in one process once.)
+
     Args:
         cfg: the `data` section of the config.
         progress: print decoding progress to stderr.
 
     Returns:
-        A Dataset whose splits hold (N, S, S, 3) uint8 images in sorted-path order.
+        A Dataset whose splits hold (N, S, S, 3) uint8 images in sorted-path order; paths are
+        `str` as the file system gives them (a name that is not UTF-8 keeps its bytes as
+        surrogates: print it with `gic.data.shown`).
 
     Raises:
-        DataError: missing folder or class, empty class, or a bad image with `on_bad_image: error`.
+        DataError: missing folder or class, empty class, or a bad image with `on_bad_image: error`
+            (corrupt, truncated, over `max_image_pixels` once drafted).
     """
     root = ensure_data(cfg)
     size = int(cfg.image_size)
-    files = require_layout(root)
+    max_pixels = int(cfg.max_image_pixels)
+    files, skipped = require_layout(root)
+    for line in skip_summary(skipped):
+        warnings.warn(line, stacklevel=2)
     fp = fingerprint(root, files, size)
     cpath = cache_path(cfg, fp)
-    cached = load_cache(cpath, root, fp, size)
+    cached = load_cache(cpath, root, fp, size, max_pixels)
     if cached is not None:
         log.info("data cache hit: %s", cpath)
         return cached
@@ -113,11 +125,11 @@ def load_dataset(cfg: "DataConfig", progress: bool = False) -> Dataset:
         paths = [p for cls in CLASS_NAMES for p in files[name][cls]]
         labels = [i for i, cls in enumerate(CLASS_NAMES) for _ in files[name][cls]]
         # decode_image is looked up here, at call time, so that a test can replace gic.data.decode_image
-        images, labs, kept = decode_split(paths, labels, size, cfg.on_bad_image, bar, decode=decode_image)
+        images, labs, kept = decode_split(paths, labels, size, cfg.on_bad_image, bar, max_pixels, decode=decode_image)
         for i, cls in enumerate(CLASS_NAMES):
             if not np.any(labs == i):
-                raise DataError(f"{root / name / cls}: every image was unreadable and skipped")
+                raise DataError(f"{shown(root / name / cls)}: every image was unreadable and skipped")
         splits[name] = Split(images=images, labels=labs, paths=[str(p) for p in kept])
     ds = Dataset(**splits, class_names=CLASS_NAMES, image_size=size, fingerprint=fp)
-    save_cache(cpath, ds, root)
+    save_cache(cpath, ds, root, max_pixels)
     return ds

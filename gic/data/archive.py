@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
+from gic.data.layout import shown
 from gic.errors import DataError
 
 # (name, why its kind is refused or None, is a folder, opener of its bytes)
@@ -41,13 +42,13 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
-        raise DataError(f"{archive}: no such archive file")
+        raise DataError(f"{shown(archive)}: no such archive file")
     if zipfile.is_zipfile(archive):
         _extract_zip(archive, dest)
     elif tarfile.is_tarfile(archive):
         _extract_tar(archive, dest)
     else:
-        raise DataError(f"{archive}: not a zip or tar archive")
+        raise DataError(f"{shown(archive)}: not a zip or tar archive")
     return dest
 
 
@@ -66,7 +67,7 @@ def _unsafe_member_name(name: str) -> str | None:
 def _inside(dest: Path, name: str) -> Path:
     target = (dest / name.replace("\\", "/")).resolve()
     if target != dest and dest not in target.parents:
-        raise DataError(f"refusing archive member {name!r}: it would be written outside {dest}")
+        raise DataError(f"refusing archive member {name!r}: it would be written outside {shown(dest)}")
     return target
 
 
@@ -94,7 +95,7 @@ def _check_members(archive: Path, members: list[Member]) -> None:
     for name, kind, _, _ in members:
         why = _unsafe_member_name(name) or kind
         if why:
-            raise DataError(f"{archive}: refusing member {name!r} ({why}); nothing was extracted")
+            raise DataError(f"{shown(archive)}: refusing member {name!r} ({why}); nothing was extracted")
 
 
 def _write_members(archive: Path, dest: Path, members: list[Member]) -> None:
@@ -118,7 +119,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
             _write_members(archive, dest, [(i.filename, _zip_kind(i), i.is_dir(), functools.partial(zf.open, i))
                                            for i in zf.infolist()])
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
-        raise DataError(f"{archive}: corrupt zip archive ({err})") from None
+        raise DataError(f"{shown(archive)}: corrupt zip archive ({err})") from None
 
 
 def _extract_tar(archive: Path, dest: Path) -> None:
@@ -135,6 +136,6 @@ def _extract_tar(archive: Path, dest: Path) -> None:
                 tf.extractall(dest, members=infos, filter="data")
             except tarfile.FilterError as err:  # pragma: no cover - the checks above refuse these first
                 name = err.tarinfo.name if err.tarinfo is not None else "?"
-                raise DataError(f"{archive}: refusing member {name!r} ({err})") from None
+                raise DataError(f"{shown(archive)}: refusing member {name!r} ({err})") from None
     except (tarfile.TarError, EOFError) as err:
-        raise DataError(f"{archive}: corrupt tar archive ({err})") from None
+        raise DataError(f"{shown(archive)}: corrupt tar archive ({err})") from None

@@ -1,7 +1,8 @@
 """The on-disk cache of decoded arrays: one uncompressed .npz per folder fingerprint and image size.
 
-A cache file is used only when its format, fingerprint and image size all match; anything else
-(an older format, a changed file, an unreadable cache) is a miss and the images are decoded again.
+A cache file is used only when its format, fingerprint, image size and pixel limit all match;
+anything else (an older format, a changed file, an unreadable cache) is a miss and the images are
+decoded again. Paths are stored as their bytes relative to the folder, so any file name survives.
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gic.data.layout import CLASS_NAMES, SPLITS, Dataset, Split
+from gic.data.layout import CLASS_NAMES, SPLITS, Dataset, Split, shown
 from gic.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from gic.config import DataConfig
 
-CACHE_FORMAT = 1  # bump when the decoded arrays change for the same files (resize method, ...)
+# Bump when the decoded arrays change for the same files (resize method, ...). 2: sub-folders and
+# every Pillow format listed, float images scaled, paths stored as bytes.
+CACHE_FORMAT = 2
 
 
 def fingerprint(root: Path, files: dict[str, dict[str, list[Path]]], image_size: int) -> str:
-    """Hex digest of the image size and, for every image, its relative path, size and mtime.
+    """Hex digest of the image size and, for every image, its relative path (bytes), size and mtime.
 
     Stat-based rather than content-based so that a cache hit does not read every file: rewriting,
     adding, removing or renaming a file changes it; copying the folder elsewhere keeps the relative
@@ -50,7 +53,7 @@ def fingerprint(root: Path, files: dict[str, dict[str, list[Path]]], image_size:
                     meta = f"{st.st_size}:{st.st_mtime_ns}"
                 except OSError:  # broken link: still part of the listing
                     meta = "unreadable"
-                h.update(f"{path.relative_to(root).as_posix()}\0{meta}\n".encode())
+                h.update(os.fsencode(path.relative_to(root).as_posix()) + f"\0{meta}\n".encode())
     return h.hexdigest()
 
 
@@ -63,7 +66,12 @@ def cache_dir(cfg_cache_dir: str | Path | None = None) -> Path:
 
 
 def cache_path(cfg: "DataConfig", fingerprint: str) -> Path:
-    """Where the decoded arrays of a folder with this fingerprint live (bad-image policy included)."""
+    """Where the decoded arrays of a folder with this fingerprint live (bad-image policy included).
+
+    Args:
+        cfg: the `data` section (its cache_dir and on_bad_image).
+        fingerprint: the folder's fingerprint (see `fingerprint`).
+    """
     return cache_dir(cfg.cache_dir) / f"dataset-{fingerprint[:40]}-{cfg.on_bad_image}.npz"
 
 
@@ -91,15 +99,24 @@ def check_cache_room(folder: Path, images: int, size: int) -> int:
     except OSError:
         return needed  # cannot tell: the cache write itself warns if it fails
     if needed * 1.05 + (16 << 20) > free:
-        raise DataError(f"{folder}: no room for the data cache ({images} images at {size} px need {_gib(needed)}, "
+        raise DataError(f"{shown(folder)}: no room for the data cache ({images} images at {size} px need {_gib(needed)}, "
                         f"{_gib(free)} free); free some space or point data.cache_dir (or GIC_CACHE_DIR) at a larger disk")
     return needed
 
 
-def save_cache(path: Path, ds: Dataset, root: Path) -> None:
-    """Write `ds` to `path` atomically; an unwritable cache is a warning (slow next time, not wrong)."""
+def save_cache(path: Path, ds: Dataset, root: Path, max_pixels: int) -> None:
+    """Write `ds` to `path` atomically; an unwritable cache is a warning (slow next time, not wrong).
+
+    Args:
+        path: the cache file (`cache_path`).
+        ds: the decoded dataset; its paths must lie under `root`.
+        root: the prepared folder (paths are stored relative to it).
+        max_pixels: the pixel limit it was decoded with (with on_bad_image=skip it decides which
+            files are in).
+    """
     arrays: dict[str, np.ndarray] = {
         "format": np.asarray(CACHE_FORMAT),
+        "max_image_pixels": np.asarray(max_pixels, dtype=np.int64),
         "fingerprint": np.asarray(ds.fingerprint),
         "image_size": np.asarray(ds.image_size),
         "class_names": np.asarray(ds.class_names),
@@ -108,13 +125,13 @@ def save_cache(path: Path, ds: Dataset, root: Path) -> None:
         split = ds.split(name)
         arrays[f"{name}_images"] = split.images
         arrays[f"{name}_labels"] = split.labels
-        rel = [Path(p).relative_to(root).as_posix() for p in split.paths]
-        arrays[f"{name}_paths"] = np.asarray(rel, dtype=str) if rel else np.zeros((0,), dtype="<U1")
+        rel = [os.fsencode(Path(p).relative_to(root).as_posix()) for p in split.paths]
+        arrays[f"{name}_paths"] = np.asarray(rel, dtype=bytes) if rel else np.zeros((0,), dtype="S1")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     except OSError as err:
-        warnings.warn(f"{path.parent}: cannot write the data cache ({err.strerror}); decoding again next time", stacklevel=3)
+        warnings.warn(f"{shown(path.parent)}: cannot write the data cache ({err.strerror}); decoding again next time", stacklevel=3)
         return
     try:
         with os.fdopen(fd, "wb") as f:
@@ -123,29 +140,34 @@ def save_cache(path: Path, ds: Dataset, root: Path) -> None:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            warnings.warn(f"{path}: cannot write the data cache ({err}); decoding again next time", stacklevel=3)
+            warnings.warn(f"{shown(path)}: cannot write the data cache ({err}); decoding again next time", stacklevel=3)
             return
         raise
 
 
-def load_cache(path: Path, root: Path, fingerprint: str, size: int) -> Dataset | None:
-    """The cached Dataset at `path` if it matches format, fingerprint and size, else None (a miss)."""
+def load_cache(path: Path, root: Path, fingerprint: str, size: int, max_pixels: int) -> Dataset | None:
+    """The cached Dataset at `path` if it matches format, fingerprint, size and pixel limit, else None.
+
+    An unreadable cache file is a warning and a miss.
+    """
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             if int(z["format"]) != CACHE_FORMAT or str(z["fingerprint"]) != fingerprint or int(z["image_size"]) != size:
                 return None
+            if int(z["max_image_pixels"]) != max_pixels:
+                return None
             splits = {}
             for name in SPLITS:
                 images = z[f"{name}_images"]
                 labels = z[f"{name}_labels"].astype(np.int32, copy=False)
-                paths = [str(root / p) for p in z[f"{name}_paths"].tolist()]
+                paths = [str(root / os.fsdecode(p)) for p in z[f"{name}_paths"].tolist()]
                 if images.shape[1:] != (size, size, 3) or images.dtype != np.uint8 or len(labels) != len(images):
                     return None
                 splits[name] = Split(images=images, labels=labels, paths=paths)
             class_names = tuple(z["class_names"].tolist())
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        warnings.warn(f"{path}: unreadable data cache ({err}); decoding the images again", stacklevel=3)
+        warnings.warn(f"{shown(path)}: unreadable data cache ({err}); decoding the images again", stacklevel=3)
         return None
     return Dataset(**splits, class_names=class_names, image_size=size, fingerprint=fingerprint)

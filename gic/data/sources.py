@@ -2,12 +2,13 @@
 
 `download_kaggle` fetches saadpd/menwomen-classification (never printing the key) and extracts it
 with `safe_extract`; `prepare_split` turns the extracted archive into the prepared layout with the
-seed notebook's split sizes, deterministically.
+seed notebook's split sizes, deterministically, with no photo in two splits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gic.data.archive import safe_extract
-from gic.data.layout import CLASS_NAMES, SPLITS, fresh_dest, list_images, publish
+from gic.data.layout import CLASS_NAMES, SPLITS, few, fresh_dest, list_images, publish, shown
 from gic.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -43,56 +44,100 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as err:
+        raise DataError(f"{shown(path)}: unreadable ({err.strerror or err}; a broken link?)") from None
+    return h.hexdigest()
+
+
 def prepare_split(raw: str | Path, dest: str | Path, val_per_class: int = 200, train_per_class: int = 799,
                   test_per_class: int = 400, seed: int = 0) -> dict[str, int]:
     """Build the seed split from the extracted Kaggle archive.
 
-    Per class, after sorting the file names and a seeded shuffle: validation = the first
+    Per class, after sorting the file paths and a seeded shuffle: validation = the first
     `val_per_class` of traindata, train = the next `train_per_class`, test = the first
-    `test_per_class` of testdata. Files are hard-linked when possible, else copied; the output is
-    built in a temporary folder and renamed into place.
+    `test_per_class` of testdata. Sub-folders of a class folder are read and kept as they are.
+
+    No content goes in twice: a file whose bytes (sha256) equal those of a file already chosen
+    (traindata before testdata, men before women) is left out and the next file of the shuffled
+    order takes its place, so the archive's shared photos cannot leak between splits; the files left
+    out are reported in one UserWarning (count and a few names). Files are hard-linked when
+    possible, else copied; the output is built in a temporary folder and renamed into place.
 
     Args:
         raw: extracted archive with `traindata/traindata/{men,women}` and `testdata/testdata/{men,women}`
             (or one level less nesting).
         dest: output folder `{train,validation,test}/{men,women}`; must not exist or be empty.
+        val_per_class, train_per_class, test_per_class: images per class in each split.
+        seed: the shuffle's seed.
 
     Returns:
         Image counts per split (both classes together).
+
+    Raises:
+        DataError: `raw` lacks a part, a class has too few (distinct) images, a file is unreadable,
+            or `dest` is not empty.
     """
     raw, dest = Path(raw), Path(dest)
     if not raw.is_dir():
-        raise DataError(f"{raw}: no such folder; expected the extracted Kaggle archive (gic data download)")
+        raise DataError(f"{shown(raw)}: no such folder; expected the extracted Kaggle archive (gic data download)")
     wanted = {"traindata": val_per_class + train_per_class, "testdata": test_per_class}
-    chosen: dict[str, dict[str, list[Path]]] = {split: {} for split in SPLITS}
+    chosen: dict[str, dict[str, list[tuple[Path, Path]]]] = {split: {} for split in SPLITS}  # (source, relative)
+    kept: dict[str, Path] = {}  # digest -> the file chosen with that content
+    left_out: list[str] = []  # "left out (same bytes as kept)"
     for p, (part, needed) in enumerate(wanted.items()):
         base = find_kaggle_part(raw, part)
         if base is None:
-            raise DataError(f"{raw}: expected {part}/{part}/{{{','.join(CLASS_NAMES)}}} (or {part}/{{{','.join(CLASS_NAMES)}}}) from the Kaggle archive")
+            raise DataError(f"{shown(raw)}: expected {part}/{part}/{{{','.join(CLASS_NAMES)}}} "
+                            f"(or {part}/{{{','.join(CLASS_NAMES)}}}) from the Kaggle archive")
         for label, cls in enumerate(CLASS_NAMES):
             files = list_images(base / cls)
+            what = (f"validation {val_per_class} + train {train_per_class}" if part == "traindata"
+                    else f"test {test_per_class}")
             if len(files) < needed:
-                what = (f"validation {val_per_class} + train {train_per_class}" if part == "traindata"
-                        else f"test {test_per_class}")
-                raise DataError(f"{base / cls}: found {len(files)} images, need {needed} ({what})")
-            order = np.random.default_rng([seed, p, label]).permutation(len(files))
-            picked = [files[i] for i in order[:needed]]
+                raise DataError(f"{shown(base / cls)}: found {len(files)} images, need {needed} ({what})")
+            picked: list[Path] = []
+            repeats = 0
+            for i in np.random.default_rng([seed, p, label]).permutation(len(files)):
+                if len(picked) == needed:
+                    break
+                digest = _digest(files[i])
+                if digest in kept:
+                    repeats += 1
+                    left_out.append(f"{shown(files[i])} (same bytes as {shown(kept[digest])})")
+                    continue
+                kept[digest] = files[i]
+                picked.append(files[i])
+            if len(picked) < needed:
+                raise DataError(f"{shown(base / cls)}: found {len(files)} images but only {len(files) - repeats} with "
+                                f"content not already chosen, need {needed} ({what})")
+            pairs = [(src, src.relative_to(base / cls)) for src in picked]
             if part == "traindata":
-                chosen["validation"][cls] = picked[:val_per_class]
-                chosen["train"][cls] = picked[val_per_class:]
+                chosen["validation"][cls] = pairs[:val_per_class]
+                chosen["train"][cls] = pairs[val_per_class:]
             else:
-                chosen["test"][cls] = picked
+                chosen["test"][cls] = pairs
     tmp = fresh_dest(dest)
     try:
         for split in SPLITS:
             for cls in CLASS_NAMES:
                 (tmp / split / cls).mkdir(parents=True)
-                for src in chosen[split][cls]:
-                    _link_or_copy(src, tmp / split / cls / src.name)
+                for src, rel in chosen[split][cls]:
+                    (tmp / split / cls / rel).parent.mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(src, tmp / split / cls / rel)
         publish(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if left_out:
+        warnings.warn(f"{shown(raw)}: left out {len(left_out)} file(s) with the same bytes as a file already in "
+                      f"{shown(dest)} (they would have been in two splits, or twice in one); the next files of the "
+                      f"shuffled order took their place: {few(left_out)}", stacklevel=2)
     return {split: sum(len(v) for v in chosen[split].values()) for split in SPLITS}
 
 
@@ -183,7 +228,7 @@ def download_kaggle(dest: str | Path, dataset: str = "saadpd/menwomen-classifica
         for entry in sorted(extracted.iterdir()):
             target = dest / entry.name
             if target.exists():
-                raise DataError(f"{target}: already exists; remove it or choose another --dest")
+                raise DataError(f"{shown(target)}: already exists; remove it or choose another --dest")
             os.replace(entry, target)
         done = True
     finally:

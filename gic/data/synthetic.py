@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from gic.data.layout import CLASS_NAMES, SPLITS, SYNTH_SPEC_FILE, WORKERS, fresh_dest, publish
+from gic.data.layout import CLASS_NAMES, SPLITS, SYNTH_SPEC_FILE, WORKERS, fresh_dest, publish, shown
 from gic.errors import DataError
 
 
@@ -122,9 +122,9 @@ def make_synthetic(dest: str | Path, per_class: int = 60, size: int = 64, seed: 
     """
     dest = Path(dest)
     if per_class < 2:
-        raise DataError(f"{dest}: per_class = {per_class}; expected at least 2")
+        raise DataError(f"{shown(dest)}: per_class = {per_class}; expected at least 2")
     if size < 16:
-        raise DataError(f"{dest}: size = {size}; expected at least 16 px")
+        raise DataError(f"{shown(dest)}: size = {size}; expected at least 16 px")
     counts = _synth_counts(per_class)
     tmp = fresh_dest(dest)
     try:
@@ -165,5 +165,5 @@ def check_synthetic_spec(root: Path, wanted: dict) -> None:
         return  # not made by make_synthetic (or by an older one): the user's folder, taken as is
     if made != wanted:
         diff = ", ".join(f"{k} {made.get(k)} (config: {v})" for k, v in wanted.items() if made.get(k) != v)
-        raise DataError(f"{root}: synthetic data made with {diff}; delete the folder to regenerate it, "
+        raise DataError(f"{shown(root)}: synthetic data made with {diff}; delete the folder to regenerate it, "
                         "or point data.dir elsewhere")
