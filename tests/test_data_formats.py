@@ -212,10 +212,11 @@ def test_max_image_pixels_is_a_setting_applied_to_the_decoded_size(tmp_path):
     assert DataConfig().max_image_pixels == gd.MAX_IMAGE_PIXELS == 64_000_000
     with pytest.raises(DataError, match=r"wide\.png: image too large .*512x384 px, limit 100,000 .*data.max_image_pixels"):
         load_dataset(cfg_for(root, tmp_path, max_image_pixels=100_000))
-    ds, said = load_quietly(cfg_for(root, tmp_path, max_image_pixels=100_000, on_bad_image="skip"))
-    assert len(ds.train) == 9 and len(said) == 1 and "wide.png" in said[0]
-    ds, said = load_quietly(cfg_for(root, tmp_path, max_image_pixels=200_000, on_bad_image="skip"))
-    assert len(ds.train) == 10 and said == []  # not the cache of the lower limit
+    low, said = load_quietly(cfg_for(root, tmp_path, max_image_pixels=100_000, on_bad_image="skip"))
+    assert len(low.train) == 9 and len(said) == 1 and "wide.png" in said[0]
+    high, said = load_quietly(cfg_for(root, tmp_path, max_image_pixels=200_000, on_bad_image="skip"))
+    assert len(high.train) == 10 and said == []  # not the cache of the lower limit
+    assert high.fingerprint != low.fingerprint  # another set of images: caches keyed by it must differ
     checked = check_dataset(root, max_image_pixels=100_000, image_size=32).errors
     assert len(checked) == 1 and "wide.png" in checked[0]
 

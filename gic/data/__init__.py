@@ -110,9 +110,9 @@ def load_dataset(cfg: "DataConfig", progress: bool = False) -> Dataset:
     files, skipped = require_layout(root)
     for line in skip_summary(skipped):
         warnings.warn(line, stacklevel=2)
-    fp = fingerprint(root, files, size)
+    fp = fingerprint(root, files, size, max_pixels)
     cpath = cache_path(cfg, fp)
-    cached = load_cache(cpath, root, fp, size, max_pixels)
+    cached = load_cache(cpath, root, fp, size)
     if cached is not None:
         log.info("data cache hit: %s", cpath)
         return cached
@@ -131,5 +131,5 @@ def load_dataset(cfg: "DataConfig", progress: bool = False) -> Dataset:
                 raise DataError(f"{shown(root / name / cls)}: every image was unreadable and skipped")
         splits[name] = Split(images=images, labels=labs, paths=[str(p) for p in kept])
     ds = Dataset(**splits, class_names=CLASS_NAMES, image_size=size, fingerprint=fp)
-    save_cache(cpath, ds, root, max_pixels)
+    save_cache(cpath, ds, root)
     return ds

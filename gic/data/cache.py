@@ -1,7 +1,7 @@
 """The on-disk cache of decoded arrays: one uncompressed .npz per folder fingerprint and image size.
 
-A cache file is used only when its format, fingerprint, image size and pixel limit all match;
-anything else (an older format, a changed file, an unreadable cache) is a miss and the images are
+A cache file is used only when its format, fingerprint (which covers the decode settings) and
+image size all match; anything else (an older format, a changed file, an unreadable cache) is a miss and the images are
 decoded again. Paths are stored as their bytes relative to the folder, so any file name survives.
 """
 
@@ -29,22 +29,25 @@ if TYPE_CHECKING:  # pragma: no cover
 CACHE_FORMAT = 2
 
 
-def fingerprint(root: Path, files: dict[str, dict[str, list[Path]]], image_size: int) -> str:
-    """Hex digest of the image size and, for every image, its relative path (bytes), size and mtime.
+def fingerprint(root: Path, files: dict[str, dict[str, list[Path]]], image_size: int, max_pixels: int) -> str:
+    """Hex digest of the decode settings and, for every image, its relative path (bytes), size and mtime.
 
     Stat-based rather than content-based so that a cache hit does not read every file: rewriting,
     adding, removing or renaming a file changes it; copying the folder elsewhere keeps the relative
-    paths but changes the mtimes (a cache miss, never a wrong hit).
+    paths but changes the mtimes (a cache miss, never a wrong hit). The pixel limit is in it because
+    with `on_bad_image: skip` it decides which images the dataset holds, and caches of derived
+    arrays (the trainer's phase-1 features) are keyed by this fingerprint.
 
     Args:
         root: the prepared folder.
         files: `{split: {class: [paths]}}` under `root`.
         image_size: side of the decoded images in px.
+        max_pixels: `data.max_image_pixels`.
 
     Returns:
         64 hex digits (sha256).
     """
-    h = hashlib.sha256(f"gic-data/{CACHE_FORMAT}/{image_size}/{','.join(CLASS_NAMES)}\n".encode())
+    h = hashlib.sha256(f"gic-data/{CACHE_FORMAT}/{image_size}/{max_pixels}/{','.join(CLASS_NAMES)}\n".encode())
     for split in SPLITS:
         for cls in CLASS_NAMES:
             for path in files[split][cls]:
@@ -104,19 +107,16 @@ def check_cache_room(folder: Path, images: int, size: int) -> int:
     return needed
 
 
-def save_cache(path: Path, ds: Dataset, root: Path, max_pixels: int) -> None:
+def save_cache(path: Path, ds: Dataset, root: Path) -> None:
     """Write `ds` to `path` atomically; an unwritable cache is a warning (slow next time, not wrong).
 
     Args:
         path: the cache file (`cache_path`).
         ds: the decoded dataset; its paths must lie under `root`.
         root: the prepared folder (paths are stored relative to it).
-        max_pixels: the pixel limit it was decoded with (with on_bad_image=skip it decides which
-            files are in).
     """
     arrays: dict[str, np.ndarray] = {
         "format": np.asarray(CACHE_FORMAT),
-        "max_image_pixels": np.asarray(max_pixels, dtype=np.int64),
         "fingerprint": np.asarray(ds.fingerprint),
         "image_size": np.asarray(ds.image_size),
         "class_names": np.asarray(ds.class_names),
@@ -145,8 +145,8 @@ def save_cache(path: Path, ds: Dataset, root: Path, max_pixels: int) -> None:
         raise
 
 
-def load_cache(path: Path, root: Path, fingerprint: str, size: int, max_pixels: int) -> Dataset | None:
-    """The cached Dataset at `path` if it matches format, fingerprint, size and pixel limit, else None.
+def load_cache(path: Path, root: Path, fingerprint: str, size: int) -> Dataset | None:
+    """The cached Dataset at `path` if it matches format, fingerprint and size, else None (a miss).
 
     An unreadable cache file is a warning and a miss.
     """
@@ -155,8 +155,6 @@ def load_cache(path: Path, root: Path, fingerprint: str, size: int, max_pixels: 
     try:
         with np.load(path, allow_pickle=False) as z:
             if int(z["format"]) != CACHE_FORMAT or str(z["fingerprint"]) != fingerprint or int(z["image_size"]) != size:
-                return None
-            if int(z["max_image_pixels"]) != max_pixels:
                 return None
             splits = {}
             for name in SPLITS:
