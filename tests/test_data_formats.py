@@ -210,7 +210,7 @@ def test_max_image_pixels_is_a_setting_applied_to_the_decoded_size(tmp_path):
     save(Image.new("RGB", (512, 384), (0, 0, 250)), men / "wide.jpg")  # 197k px claimed, 64x48 drafted
     save(Image.new("RGB", (512, 384), (0, 0, 250)), men / "wide.png")  # no draft: 197k px decoded
     assert DataConfig().max_image_pixels == gd.MAX_IMAGE_PIXELS == 64_000_000
-    with pytest.raises(DataError, match=r"wide\.png: image too large .*512x384 px, limit 100,000 .*data.max_image_pixels"):
+    with pytest.raises(DataError, match=r"wide\.png: image too large .*512x384 px, limit 100,000 .*max_image_pixels"):
         load_dataset(cfg_for(root, tmp_path, max_image_pixels=100_000))
     low, said = load_quietly(cfg_for(root, tmp_path, max_image_pixels=100_000, on_bad_image="skip"))
     assert len(low.train) == 9 and len(said) == 1 and "wide.png" in said[0]
@@ -247,7 +247,8 @@ def test_prepare_keeps_identical_files_out_of_two_splits_and_reports_them(tmp_pa
     assert note.startswith(f"{raw}: left out 3 file(s) with the same bytes as a file already in {tmp_path / 'out'}")
     assert note.endswith(f"{men_test / 'zz_copy_0.png'} (same bytes as {men_train / 'traindata_men_again.png'})")
     out = tmp_path / "out"
-    assert not list(out.glob("*/men/zz_copy_*.png"))  # the first 3 of the shuffle put zz_copy_0 in test, its twin in train
+    # the first 3 of the shuffle would put zz_copy_0 in test and its twin in train
+    assert not list(out.glob("*/men/zz_copy_*.png"))
     report = check_dataset(tmp_path / "out")
     assert report.errors == [] and not [w for w in report.warnings if "duplicate" in w]
     # deterministic, duplicates or not
@@ -260,7 +261,7 @@ def test_prepare_keeps_identical_files_out_of_two_splits_and_reports_them(tmp_pa
 def test_prepare_refuses_when_too_few_distinct_photos_remain(tmp_path):
     raw = raw_with_shared_photos(tmp_path / "raw")
     # testdata/men has 6 files but 3 are copies of traindata photos; ask for all of traindata
-    with pytest.raises(DataError, match=r"testdata/men: found 6 images but only \d with content not already chosen, need 5"):
+    with pytest.raises(DataError, match=r"testdata/men: found 6 images but only 3 with content not already chosen"):
         prepare_split(raw, tmp_path / "out", val_per_class=2, train_per_class=4, test_per_class=5)
     assert not (tmp_path / "out").exists()
 
@@ -270,7 +271,8 @@ def test_cli_prepare_shows_the_files_left_out(tmp_path):
     # a subprocess: pytest would capture the warning instead of letting it reach stderr
     res = subprocess.run([sys.executable, "-c", "from gic.cli import main; main()", "data", "prepare",
                           "--raw", str(raw), "--dest", str(tmp_path / "o"), "--val-per-class", "2",
-                          "--train-per-class", "4", "--test-per-class", "3"], capture_output=True, text=True, timeout=120)
+                          "--train-per-class", "4", "--test-per-class", "3"],
+                         capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "train 8, validation 4, test 6" in res.stdout
     assert "left out 3 file(s) with the same bytes" in res.stderr and "zz_copy_1.png (same bytes as" in res.stderr
 

@@ -1,8 +1,9 @@
 """The on-disk cache of decoded arrays: one uncompressed .npz per folder fingerprint and image size.
 
 A cache file is used only when its format, fingerprint (which covers the decode settings) and
-image size all match; anything else (an older format, a changed file, an unreadable cache) is a miss and the images are
-decoded again. Paths are stored as their bytes relative to the folder, so any file name survives.
+image size all match; anything else (an older format, a changed file, an unreadable cache) is a
+miss and the images are decoded again. Paths are stored as their bytes relative to the folder, so
+any file name survives.
 """
 
 from __future__ import annotations

@@ -97,7 +97,9 @@ def open_image(source, name: str | Path, max_pixels: int = MAX_IMAGE_PIXELS,
     w, h = im.size
     if w * h > max_pixels:
         im.close()
-        what = f"{w}x{h} px" + (f" at reduced scale, {claimed[0]}x{claimed[1]} px in full" if im.size != claimed else "")
+        what = f"{w}x{h} px"
+        if im.size != claimed:
+            what += f" at reduced scale, {claimed[0]}x{claimed[1]} px in full"
         raise DataError(f"{shown(name)}: image too large to decode safely ({what}, limit {max_pixels:,} pixels, "
                         "data.max_image_pixels)")
     return im, claimed

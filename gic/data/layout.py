@@ -30,7 +30,8 @@ SHOWN_NAMES = 3  # a skip or duplicate summary names this many files, then "and 
 # decoder is an optional library or program this installation may lack.
 _IDENTIFY_ONLY = {"MPEG"}
 _NEEDS = {"AVIF": lambda: features.check("avif"), "WEBP": lambda: features.check("webp"),
-          "JPEG2000": lambda: features.check("jpg_2000"), "EPS": getattr(EpsImagePlugin, "has_ghostscript", lambda: True)}
+          "JPEG2000": lambda: features.check("jpg_2000"),
+          "EPS": getattr(EpsImagePlugin, "has_ghostscript", lambda: True)}
 
 
 def _decodable_extensions() -> tuple[str, ...]:
@@ -201,7 +202,8 @@ def skip_summary(skipped: Skipped) -> list[str]:
             for p in paths:
                 ext = shown(p.suffix.lower()) or "no extension"
                 by_ext[ext] = by_ext.get(ext, 0) + 1
-            detail = " (" + ", ".join(f"{e} {n}" for e, n in sorted(by_ext.items(), key=lambda kv: (-kv[1], kv[0]))) + ")"
+            most_first = sorted(by_ext.items(), key=lambda kv: (-kv[1], kv[0]))
+            detail = " (" + ", ".join(f"{e} {n}" for e, n in most_first) + ")"
         lines.append(f"skipped {len(paths)} {reason}{detail}: {few(paths)}")
     return lines
 
