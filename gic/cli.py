@@ -176,9 +176,9 @@ def train_cmd(config_path: Path, overrides: tuple[str, ...], out: Path | None, r
 
     cfg = load_config(config_path, list(overrides))
     out = out or Path("results") / "train" / config_path.stem
-    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
     if resume and overwrite:
         raise GicError("--resume continues the run in OUT, --overwrite replaces it: use one of them")
+    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
     checkpoint = out / "checkpoint"
     if resume:
         if _resume_plan(cfg, out) == "complete":
@@ -200,8 +200,6 @@ def train_cmd(config_path: Path, overrides: tuple[str, ...], out: Path | None, r
         raise
 
 
-def run_training(cfg, out: Path, resume: Path | None = None, threads: int | None = None) -> dict:
-    """config -> data -> two-phase training -> files in `out`; returns metrics.json's content."""
 RUN_OUTPUTS = ("config.yaml", "command.txt", "versions.json", "history.csv", "metrics.json", "model.keras",
                "curves.png", "checkpoint")
 RESUME_SAFE_KEYS = ("data.cache_dir",)  # where caches live: changing it changes no result
@@ -240,6 +238,8 @@ def _resume_plan(cfg, out: Path) -> str:
     if checkpoint is None:
         raise GicError(f"{out / 'checkpoint'}: no checkpoint to resume from; run without --resume first")
     meta = json.loads((checkpoint / META).read_text())
+    from gic.config import config_changes
+
     changed = config_changes(meta.get("config", {}), cfg.to_dict(), safe=RESUME_SAFE_KEYS)
     if changed:
         raise GicError(f"--resume: {out} was trained with other settings ({'; '.join(changed)}); "
@@ -252,20 +252,8 @@ def _resume_plan(cfg, out: Path) -> str:
     return "continue"
 
 
-def config_changes(old: dict, new: dict, safe: tuple[str, ...] = (), prefix: str = "") -> list[str]:
-    """`key old -> new` for every dotted key whose value differs between two nested config dicts,
-    leaving out the keys in `safe`."""
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        dotted = f"{prefix}{key}"
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changes += config_changes(a, b, safe, f"{dotted}.")
-        elif a != b and dotted not in safe:
-            changes.append(f"{dotted} {a!r} -> {b!r}")
-    return changes
-
-
+def run_training(cfg, out: Path, resume: Path | None = None, threads: int | None = None) -> dict:
+    """config -> data -> two-phase training -> files in `out`; returns metrics.json's content."""
     import pandas as pd
 
     from gic.config import save_config
