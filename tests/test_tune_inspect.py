@@ -5,6 +5,7 @@ All on the session's tiny search, read from a folder moved away from where Ray w
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,11 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from tune.cli import main
-from tune.trials import STATUSES, trial_table
+from tune.trials import STATUSES, human_table, round_metrics, select, trial_table, trial_view
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+def invoke(*args, columns=None):
+    """The CLI, with a terminal `columns` wide (COLUMNS, which rich reads) when given."""
+    env = {"COLUMNS": str(columns)} if columns else None
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
 
 
 def test_statuses_and_columns_agree_with_the_scheduler(tiny_experiment):
@@ -51,14 +54,61 @@ def test_sort_top_and_status_filter(tiny_experiment):
 
 def test_every_format(tiny_experiment, tmp_path):
     folder, spec, _ = tiny_experiment
-    table = invoke("trials", folder)
+    table = invoke("trials", folder, columns=250)
     assert table.exit_code == 0 and "stopped by ASHA at epoch" in table.output and "dropout_rate" in table.output
+    assert "left out" not in table.output
     records = json.loads(invoke("trials", folder, "--format", "json").output)
     assert len(records) == spec.search.num_samples and {"trial_id", "status"} <= set(records[0])
     result = invoke("trials", folder, "--format", "parquet", "--output", tmp_path / "t.parquet")
     assert result.exit_code == 0
     parquet = pd.read_parquet(tmp_path / "t.parquet")
     assert len(parquet) == spec.search.num_samples and set(parquet["status"]) <= set(STATUSES)
+
+
+def test_table_fits_the_terminal_and_names_what_it_left_out(tiny_experiment):
+    folder, spec, _ = tiny_experiment
+    for columns in (80, 120):
+        result = invoke("trials", folder, columns=columns)
+        assert result.exit_code == 0, result.output
+        *table, note = result.output.rstrip("\n").splitlines()
+        assert all(len(line) <= columns for line in table), (columns, result.output)
+        assert note.startswith("(") and f"left out to fit {columns} characters: node, wall_s" in note
+        assert "stopped by ASHA at epoch" in result.output and "best_val_acc" in result.output
+    wide = invoke("trials", folder, columns=400).output
+    # Every hyperparameter shown; a long header on two lines (`phase1.` over `learning_rate`).
+    assert "left out" not in wide and all(part in wide for name in spec.space.dimensions
+                                          for part in re.split(r"(?<=[._])", name))
+
+
+def test_one_name_per_hyperparameter_and_no_float32_noise(tiny_experiment):
+    """Hyperparameters are named by their key in the space; metrics are written to 6 significant digits."""
+    folder, spec, _ = tiny_experiment
+    frame = trial_table(folder)
+    view = trial_view(frame)
+    assert set(spec.space.dimensions) <= set(view.columns)  # model.dropout_rate as phase1.learning_rate
+    by_key = pd.read_csv(io.StringIO(invoke("trials", folder, "--format", "csv", "--sort", "model.dropout_rate").output))
+    assert list(by_key["param.model.dropout_rate"]) == sorted(by_key["param.model.dropout_rate"])
+    text = invoke("trials", folder, "--format", "csv").output
+    out = pd.read_csv(io.StringIO(text))
+    for column in ("best_val_accuracy", "last_val_accuracy", "wall_time_s"):
+        assert all(v == float(f"{v:.6g}") for v in out[column].dropna()), out[column]
+    noisy = pd.DataFrame({"best_val_accuracy": [0.925000011920929, None], "wall_time_s": [12.345678912, 3.0],
+                          "param.x": [0.123456789012, 1.0]})
+    rounded = round_metrics(noisy)
+    assert rounded["best_val_accuracy"].iloc[0] == 0.925 and pd.isna(rounded["best_val_accuracy"].iloc[1])
+    assert rounded["wall_time_s"].iloc[0] == 12.3457
+    assert rounded["param.x"].iloc[0] == 0.123456789012  # hyperparameters stay exact
+
+
+def test_a_filter_that_matches_nothing_says_so(tiny_experiment):
+    folder, spec, _ = tiny_experiment
+    result = invoke("trials", folder, "--status", "running")
+    assert result.exit_code == 0, result.output
+    line, = result.output.strip().splitlines()
+    assert line.startswith(f"(no trial has status running; the {spec.search.num_samples} trials:"), line
+    assert "stopped" in line and "finished" in line
+    assert "no trials yet" not in line
+    assert human_table(select(trial_table(folder).iloc[0:0])) == "(no trials yet)"
 
 
 def test_experiment_list_one_line_each(tiny_experiment):

@@ -4,7 +4,7 @@
     frame = select(frame, sort="best", top=5, status=["finished"])
     print(render(frame, "table"))
     curves = trial_curves("results/demo")                    # {trial_id: DataFrame of epochs}
-    print(render(list_experiments("results"), "table"))     # one line per experiment
+    print(experiments_table(list_experiments("results")))    # one line per experiment
 
 Everything here reads files that Ray writes while the search runs (each trial's params.json and
 result.json, the experiment_state snapshot) plus the search's own search_config.yaml and asha.json,
@@ -26,7 +26,7 @@ from gic.errors import GicError
 
 from tune.results import PARAM_PREFIX, load_trials, rank_by_score
 
-STATUSES = ("running", "pending", "paused", "stopped", "finished", "errored")
+STATUSES = ("running", "pending", "paused", "interrupted", "stopped", "finished", "errored")
 FORMATS = ("table", "csv", "json", "parquet")
 SEARCH_CONFIG = "search_config.yaml"  # written by tune.search._describe
 ASHA_STATE = "asha.json"
@@ -34,6 +34,13 @@ ASHA_STATE = "asha.json"
 SORT_ALIASES = {"best": "best_val_accuracy", "last": "last_val_accuracy", "id": "trial_id",
                 "wall": "wall_time_s", "time": "wall_time_s", "node": "node_ip"}
 DESCENDING_BY_DEFAULT = {"best_val_accuracy", "last_val_accuracy"}  # best first
+METRIC_COLUMNS = ("best_val_accuracy", "last_val_accuracy", "wall_time_s")  # rounded when written
+SIGNIFICANT_DIGITS = 6
+# The terminal table leaves columns out, in this order, when it does not fit; then hyperparameters
+# from the last. trial, status and best_val_acc always stay.
+DROP_ORDER = ("node", "wall_s", "last_val_acc", "epochs")
+TEXT_COLUMNS = ("trial", "status", "node")  # always left-aligned; see text_columns
+STATUS_WIDTH = 30  # a longer status (an error message) wraps
 
 
 def is_experiment(path: str | Path) -> bool:
@@ -90,6 +97,8 @@ def _detail(row: dict[str, Any]) -> str:
         return f"finished ({int(row['epochs'])} epochs)"
     if status == "running":
         return f"running (epoch {int(row['epochs'])})" if row.get("epochs") else "running"
+    if status == "interrupted":
+        return f"interrupted (epoch {int(row['epochs'])})" if row.get("epochs") else "interrupted"
     return status
 
 
@@ -114,16 +123,29 @@ def select(frame: pd.DataFrame, sort: str | None = None, top: int | None = None,
            status: list[str] | None = None, reverse: bool = False) -> pd.DataFrame:
     """Filter by status, sort (val accuracies best first, other columns ascending), keep the top N.
 
+    Args:
+        frame: a trial table (trial_table).
+        sort: a column, an alias (best, last, wall, id) or a hyperparameter; default best.
+        top: keep the first N rows after sorting.
+        status: keep only these statuses (see STATUSES).
+        reverse: reverse the order.
+
+    Returns:
+        The selected rows. `frame.attrs["selected_from"]` holds the status counts of the table before
+        filtering and `frame.attrs["status_filter"]` the statuses asked for, so that an empty result
+        can say why (human_table).
+
     Raises:
         GicError: an unknown status or sort key.
     """
+    before = frame["status"].value_counts().to_dict() if not frame.empty else {}
     if status:
         unknown = [s for s in status if s not in STATUSES]
         if unknown:
             raise GicError(f"--status {unknown[0]}: expected one of {', '.join(STATUSES)}")
         frame = frame[frame["status"].isin(status)] if not frame.empty else frame
     if frame.empty:
-        return frame
+        return _with_selection(frame, before, status)
     column = sort_column(frame, sort or "best")
     ascending = column not in DESCENDING_BY_DEFAULT
     if reverse:
@@ -134,19 +156,54 @@ def select(frame: pd.DataFrame, sort: str | None = None, top: int | None = None,
         frame = frame.sort_values([column, "trial_id"], ascending=[ascending, True], na_position="last", kind="stable")
     if top is not None:
         frame = frame.head(top)
-    return frame.reset_index(drop=True)
+    return _with_selection(frame.reset_index(drop=True), before, status)
 
 
-def _short(name: str, all_names: list[str]) -> str:
-    """`param.phase1.learning_rate` -> `phase1.learning_rate`; `param.model.dropout_rate` -> `dropout_rate`."""
-    name = name[len(PARAM_PREFIX):]
-    last = name.rsplit(".", 1)[-1]
-    clash = sum(n.rsplit(".", 1)[-1] == last for n in all_names) > 1
-    return name if clash or name.startswith("phase") else last
+def _with_selection(frame: pd.DataFrame, before: dict[str, int], status: list[str] | None) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.attrs["selected_from"] = {str(k): int(v) for k, v in before.items()}
+    frame.attrs["status_filter"] = list(status or [])
+    return frame
+
+
+def param_name(column: str) -> str:
+    """The one name of a hyperparameter everywhere: its key in the search space (and in best_config.yaml).
+
+    The terminal table, the report's table and plots, and `--sort` all use it.
+
+    Args:
+        column: a trial-table column, `param.<key>`.
+
+    Returns:
+        The dotted key: `param.model.dropout_rate` -> `model.dropout_rate`,
+        `param.phase1.learning_rate` -> `phase1.learning_rate`; other columns unchanged.
+    """
+    return column[len(PARAM_PREFIX):] if column.startswith(PARAM_PREFIX) else column
+
+
+def round_metrics(frame: pd.DataFrame, digits: int = SIGNIFICANT_DIGITS) -> pd.DataFrame:
+    """A copy of a trial table with its metrics rounded to `digits` significant digits.
+
+    Keras reports float32 values, so an accuracy of 0.925 arrives as 0.925000011920929; rounded to 6
+    significant digits it is written as 0.925. Hyperparameters are left exact: they reproduce a trial.
+
+    Args:
+        frame: a trial table (columns METRIC_COLUMNS are rounded where present).
+        digits: significant digits to keep.
+
+    Returns:
+        The rounded copy (same columns, same dtypes).
+    """
+    out = frame.copy()
+    for column in METRIC_COLUMNS:
+        if column in out.columns:
+            values = pd.to_numeric(out[column], errors="coerce")
+            out[column] = values.map(lambda v: float(f"{v:.{digits}g}") if math.isfinite(v) else v)
+    return out
 
 
 def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, bool):
         return str(value)
@@ -155,33 +212,167 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def human_table(frame: pd.DataFrame) -> str:
-    """The terminal view: status in words, accuracies to 4 places, short hyperparameter names."""
-    if frame.empty:
-        return "(no trials yet)"
-    params = param_columns(frame)
-    names = [p[len(PARAM_PREFIX):] for p in params]
-    view = pd.DataFrame({
-        "trial": frame["trial_id"],
-        "status": frame["status_detail"] if "status_detail" in frame else frame["status"],
-        "epochs": [f"{_cell(e)}/{_cell(p)}" for e, p in zip(frame["epochs"], frame["epochs_planned"])],
-        "best_val_acc": [_acc(v) for v in frame["best_val_accuracy"]],
-        "last_val_acc": [_acc(v) for v in frame["last_val_accuracy"]],
-        **{_short(p, names): [_cell(v) for v in frame[p]] for p in params},
-        "wall_s": [f"{v:.1f}" if pd.notna(v) else "-" for v in frame["wall_time_s"]],
-        "node": [_cell(v) for v in frame["node_ip"]],
-    })
-    return view.to_string(index=False)
-
-
 def _acc(value: Any) -> str:
     return f"{value:.4f}" if pd.notna(value) else "-"
 
 
+def trial_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The trial table as text, as `gic-tune trials` prints it and the report shows it.
+
+    Args:
+        frame: a trial table (trial_table, select).
+
+    Returns:
+        One row per trial, every cell a string: trial, status (in words), epochs (run/planned),
+        best_val_acc and last_val_acc (4 decimals), one column per hyperparameter named by
+        param_name (4 significant digits), wall_s, node.
+    """
+    params = param_columns(frame)
+    return pd.DataFrame({
+        "trial": [str(v) for v in frame["trial_id"]],
+        "status": list(frame["status_detail"] if "status_detail" in frame else frame["status"]),
+        "epochs": [f"{_cell(e)}/{_cell(p)}" for e, p in zip(frame["epochs"], frame["epochs_planned"])],
+        "best_val_acc": [_acc(v) for v in frame["best_val_accuracy"]],
+        "last_val_acc": [_acc(v) for v in frame["last_val_accuracy"]],
+        **{param_name(p): [_cell(v) for v in frame[p]] for p in params},
+        "wall_s": [f"{v:.1f}" if pd.notna(v) else "-" for v in frame["wall_time_s"]],
+        "node": [_cell(v) for v in frame["node_ip"]],
+    }, columns=["trial", "status", "epochs", "best_val_acc", "last_val_acc", *map(param_name, params),
+                "wall_s", "node"])
+
+
+def text_columns(view: pd.DataFrame) -> list[str]:
+    """The columns of a trial_view that hold words rather than numbers (aligned left when shown).
+
+    Args:
+        view: trial_view's table.
+
+    Returns:
+        trial, status, node and every hyperparameter whose values are not all numbers.
+    """
+    def number(text: str) -> bool:
+        try:
+            float(text)
+            return True
+        except ValueError:
+            return text == "-"
+
+    return [c for c in view.columns if c in TEXT_COLUMNS or c != "epochs" and not view[c].map(number).all()]
+
+
+def terminal_width() -> int:
+    """The width to fit a table to: the terminal's, else the COLUMNS variable, else 80 (rich's rule)."""
+    from rich.console import Console
+
+    return Console().width
+
+
+def _rich_table(view: pd.DataFrame):
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    text = text_columns(view)
+    for column in view.columns:
+        header = _two_lines(column)
+        if column == "status":
+            table.add_column(header, max_width=STATUS_WIDTH, overflow="fold")
+        else:
+            table.add_column(header, no_wrap=True, justify="left" if column in text else "right")
+    for row in view.itertuples(index=False):
+        table.add_row(*row)
+    return table
+
+
+def _two_lines(name: str) -> str:
+    """A long header on two lines, so that its column is as narrow as its numbers: a dotted key after
+    its first `.` (`phase1.` over `learning_rate`), another name longer than 12 characters after its
+    last `_`."""
+    if "." in name:
+        return name.replace(".", ".\n", 1)
+    if len(name) > 12 and "_" in name:
+        head, tail = name.rsplit("_", 1)
+        return f"{head}_\n{tail}"
+    return name
+
+
+def _text(renderable, width: int) -> str:
+    """A rich renderable as plain text (no colour, no markup: an error message is shown as it is)."""
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, color_system=None, markup=False, emoji=False,
+                      highlight=False, soft_wrap=False)
+    console.print(renderable)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
+
+
+def _table_width(table) -> int:
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(file=io.StringIO(), width=100_000, color_system=None)
+    return Measurement.get(console, console.options, table).maximum
+
+
+def human_table(frame: pd.DataFrame, width: int | None = None) -> str:
+    """The terminal view: a table that fits `width`, leaving out low-priority columns when needed.
+
+    Columns go in the order of DROP_ORDER (node, wall time, last val accuracy, epochs), then the
+    hyperparameters from the last; trial, status and best val accuracy always stay. One line after
+    the table names the columns left out.
+
+    Args:
+        frame: a trial table (trial_table, select).
+        width: characters per line; default the terminal's (terminal_width, which honours COLUMNS).
+
+    Returns:
+        The table as text; for no rows, one line saying why (no trial yet, or none with the
+        statuses asked for).
+    """
+    if frame.empty:
+        return _nothing_selected(frame)
+    width = width or terminal_width()
+    view = trial_view(frame)
+    params = [param_name(p) for p in param_columns(frame)]
+    droppable = [*DROP_ORDER, *reversed(params)]
+    left_out: list[str] = []
+    table = _rich_table(view)
+    while _table_width(table) > width and droppable:
+        left_out.append(droppable.pop(0))
+        table = _rich_table(view.drop(columns=left_out))
+    text = _text(table, width)
+    if left_out:
+        text += (f"\n({len(left_out)} column{'s' if len(left_out) > 1 else ''} left out to fit {width} characters: "
+                 f"{', '.join(left_out)}; widen the terminal, set COLUMNS, or use --format csv)")
+    return text
+
+
+def _nothing_selected(frame: pd.DataFrame) -> str:
+    before = frame.attrs.get("selected_from") or {}
+    wanted = frame.attrs.get("status_filter") or []
+    if not before or not wanted:
+        return "(no trials yet)"
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(before.items()))
+    return f"(no trial has status {' or '.join(wanted)}; the {sum(before.values())} trials: {counts})"
+
+
 def render(frame: pd.DataFrame, fmt: str, human: bool = True) -> str | bytes:
-    """The table in a format: `table` (for a terminal), `csv`, `json` (records) or `parquet` (bytes)."""
+    """The table in a format: `table` (for a terminal), `csv`, `json` (records) or `parquet` (bytes).
+
+    Args:
+        frame: a trial table, or list_experiments' table.
+        fmt: one of FORMATS.
+        human: for `table`, the terminal view (human_table); False: every column as pandas prints it.
+
+    Returns:
+        Text, or bytes for parquet. Metrics are rounded to SIGNIFICANT_DIGITS (round_metrics).
+
+    Raises:
+        GicError: an unknown format.
+    """
     if fmt == "table":
-        return human_table(frame) if human else frame.to_string(index=False)
+        return human_table(frame) if human else round_metrics(frame).to_string(index=False)
+    frame = round_metrics(frame)
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
@@ -240,12 +431,30 @@ def _date(folder: Path) -> str:
     return started.strftime("%Y-%m-%d %H:%M") if started else "-"
 
 
-def experiments_table(frame: pd.DataFrame) -> str:
+def experiments_table(frame: pd.DataFrame, width: int | None = None) -> str:
+    """One line per experiment (name, date, trial counts, best), each cut to `width`.
+
+    Args:
+        frame: list_experiments' table.
+        width: characters per line; default the terminal's (terminal_width). A longer line ends
+            in an ellipsis rather than wrapping.
+
+    Returns:
+        The lines as text.
+    """
+    from rich.text import Text
+
+    width = width or terminal_width()
+    names = [str(n) for n in frame["name"]]
+    pad = max(map(len, names), default=0)
     lines = []
-    for row in frame.to_dict("records"):
+    for name, row in zip(names, frame.to_dict("records")):
         counts = ", ".join(f"{row[s]} {s}" for s in STATUSES if row.get(s))
-        best = f"best {row['best_val_accuracy']:.4f} ({row['best_trial']})" if pd.notna(row.get("best_val_accuracy")) else "no score yet"
-        lines.append(f"{row['name']:<24} {row['date']:<16} {row['trials']:>3} trials: {counts or row.get('counts', '-')}; {best}")
+        best = (f"best {row['best_val_accuracy']:.4f} ({row['best_trial']})" if pd.notna(row.get("best_val_accuracy"))
+                else "no score yet")
+        line = Text(f"{name:<{pad}} {row['date']:<16} {row['trials']:>3} trials: {counts or row.get('counts', '-')}; {best}")
+        line.truncate(width, overflow="ellipsis")
+        lines.append(line.plain)
     return "\n".join(lines)
 
 
