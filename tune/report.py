@@ -293,7 +293,7 @@ def plot_params_vs_score(frame: pd.DataFrame, distributions: dict[str, Any], ord
     """
     from optuna.visualization.matplotlib import plot_slice
 
-    plt = _plt()
+    _plt()  # the Agg backend
     study = score_study(frame, distributions, order, categories_as_index=True)
     names = sorted({name for t in study.trials for name in t.params})  # plot_slice's panel order
     if not study.trials or not names:
@@ -360,7 +360,7 @@ def plot_parallel_coordinates(frame: pd.DataFrame, distributions: dict[str, Any]
     from matplotlib.collections import LineCollection
     from optuna.visualization.matplotlib import plot_parallel_coordinate
 
-    plt = _plt()
+    _plt()  # the Agg backend
     study = score_study(frame, distributions, order, categories_as_index=True)
     names = sorted({name for t in study.trials for name in t.params})  # Optuna's axis order
     if not study.trials or not names:
@@ -374,7 +374,10 @@ def plot_parallel_coordinates(frame: pd.DataFrame, distributions: dict[str, Any]
                 _set_axis(twin.yaxis, distributions[name], [t.params[name] for t in study.trials if name in t.params])
                 twin.tick_params(axis="y", which="both", labelsize=7)
         lines = [c for c in ax.collections if isinstance(c, LineCollection)]
-        if len(lines) == 1 and len(lines[0].get_segments()) == len(study.trials):  # one segment per trial, in order
+        segments = lines[0].get_segments() if len(lines) == 1 else []
+        # One segment per trial, in the study's order: each starts at its trial's score (the first axis).
+        if len(segments) == len(study.trials) and all(
+                math.isclose(seg[0][1], t.value, abs_tol=1e-9) for seg, t in zip(segments, study.trials)):
             lines[0].set_linestyle(["--" if t.user_attrs["status"] == "stopped" else "-" for t in study.trials])
             lines[0].set_linewidth(1.8)
             lines[0].set_cmap(_visible_blues())  # Optuna's Blues starts at white: the worst trials vanish
