@@ -245,3 +245,17 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     from gic.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def config_changes(old: dict, new: dict, safe: tuple[str, ...] = (), prefix: str = "") -> list[str]:
+    """`key old -> new` for every dotted key whose value differs between two nested config dicts,
+    leaving out the keys in `safe` (and those under a `safe` prefix ending in a dot)."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, safe, f"{dotted}.")
+        elif a != b and not any(dotted == k or (k.endswith('.') and dotted.startswith(k)) for k in safe):
+            changes.append(f"{dotted} {a!r} -> {b!r}")
+    return changes

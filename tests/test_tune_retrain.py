@@ -18,7 +18,7 @@ def test_retrain_best_with_baseline_writes_a_loadable_model_and_test_metrics(tin
     out = tmp_path / "retrain"
     result = CliRunner().invoke(main, ["retrain", str(folder), "--out", str(out), "--compare-baseline"])
     assert result.exit_code == 0, result.output
-    best = trial_table(folder).sort_values("best_val_accuracy", ascending=False).iloc[0]["trial_id"]
+    best = rank_by_score(trial_table(folder))["trial_id"].iloc[0]  # the ranking retrain uses (ties: lower id)
     run = out / f"best-{best}" / "seed0"
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["selected"]["weights"] == "best val_accuracy"
@@ -75,3 +75,45 @@ def test_warm_start_first_trials_are_the_old_ones(tiny_experiment, synth_dir, tm
         assert trial.state == expected
         assert trial.params["model.dropout_rate"] == pytest.approx(row["param.model.dropout_rate"])
     assert all("warm_start_from" not in t.user_attrs for t in trials[len(old):])
+
+
+def test_retrain_on_train_plus_validation_keeps_the_last_weights_and_measures_them(tiny_experiment, tmp_path):
+    """Issue: this always ended in a traceback (checkpoint arrays assigned to the wrong variables)."""
+    folder, spec, _ = tiny_experiment
+    result = CliRunner().invoke(main, ["retrain", str(folder), "--out", str(tmp_path / "r"),
+                                       "--train-on", "train+validation"])
+    assert result.exit_code == 0, result.output
+    (metrics_file,) = (tmp_path / "r").glob("best-*/seed0/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["selected"]["weights"] == "last epoch" and metrics["train_on"] == "train+validation"
+    assert metrics["train_images"] == 2 * (24 + 6) and 0 <= metrics["test_accuracy"] <= 1
+    # the saved model is the last epoch's: predicting the test split reproduces the recorded accuracy
+    import numpy as np
+    from gic.data import load_dataset
+    from gic.config import TrainConfig
+    from gic.model import load_model
+    import yaml
+
+    cfg = TrainConfig.model_validate(yaml.safe_load((metrics_file.parent / "config.yaml").read_text()))
+    test = load_dataset(cfg.data).test
+    model = load_model(metrics_file.parent / "model.keras")
+    probs = np.asarray(model.predict(test.images, verbose=0)).ravel()
+    assert np.mean((probs >= 0.5) == test.labels) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+
+def test_retrains_with_other_settings_get_their_own_folders_and_a_rerun_keeps_finished_runs(tiny_experiment, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_experiment[0], tmp_path / "experiment")  # the default out is inside it
+    first = CliRunner().invoke(main, ["retrain", str(folder), "--set", "phase2.epochs=1"])
+    second = CliRunner().invoke(main, ["retrain", str(folder), "--set", "phase2.epochs=0"])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    folders = sorted(p.name for p in (folder / "retrain").iterdir())
+    assert len(folders) == 2 and all(name.startswith("train-top1-seeds1-set-") for name in folders), folders
+    runs = sorted((folder / "retrain").glob("*/best-*/seed0/metrics.json"))
+    epochs = sorted(json.loads(p.read_text())["epochs"] for p in runs)
+    assert epochs == [1, 2]  # phase1 1 epoch + phase2 1 or 0 epochs: both results kept
+    before = runs[0].read_bytes()
+    again = CliRunner().invoke(main, ["retrain", str(folder), "--set", "phase2.epochs=0"])
+    assert again.exit_code == 0 and "1 of 1 runs already complete" in again.output, again.output
+    assert runs[0].read_bytes() == before

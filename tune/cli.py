@@ -50,8 +50,6 @@ def run(config_path: Path, name: str | None, address: str | None, num_samples: i
     if num_samples is not None:
         sets.append(f"search.num_samples={num_samples}")
     spec = load_search_config(config_path, sets)
-    if resume and num_samples is not None:
-        click.echo("note: --num-samples is fixed when the experiment starts; --resume keeps the original", err=True)
 
     from tune.search import run_search
 
@@ -70,6 +68,11 @@ def run(config_path: Path, name: str | None, address: str | None, num_samples: i
         click.echo(f"interrupted: the experiment is saved in {summary.experiment_path}; "
                    f"continue it with: {again}", err=True)
         sys.exit(130)  # 128 + SIGINT, as a shell reports Ctrl-C
+    if summary.state == "failed":
+        first = next((e for e in summary.trials.get("error", []) if isinstance(e, str)), "see trials.csv")
+        click.echo(f"error: every trial errored ({len(summary.trials)} of {len(summary.trials)}); the first: {first}",
+                   err=True)
+        sys.exit(1)
 
 
 def _echo(line: str) -> None:

@@ -149,7 +149,8 @@ def plot_learning_curves(frame: pd.DataFrame, curves: dict[str, pd.DataFrame], r
     for ax, key in zip(axes, ("val_accuracy", "val_loss")):
         for i, rung in enumerate(rungs):
             ax.axvline(rung, color="tab:purple", ls=":", lw=1, label="ASHA rung" if i == 0 else None)
-        if e1 and frame["epochs_planned"].max() > e1:
+        planned = pd.to_numeric(frame["epochs_planned"], errors="coerce").max()  # NaN when no trial reported
+        if e1 and pd.notna(planned) and planned > e1:
             ax.axvline(e1 + 0.5, color="black", ls="--", lw=1, label="phase 2: fine-tuning")
         ax.set_xlabel("epoch (both phases)")
         ax.set_ylabel(key)
@@ -628,6 +629,35 @@ class _Summary:
         return "\n".join([self.head, self.body, "## Trials", "", self.trials, ""])
 
 
+def _end_state(folder: Path) -> str:
+    """How the search ended, from the driver's record (tune.experiment)."""
+    from tune.experiment import driver_gone, read_driver
+
+    record = read_driver(folder)
+    if record is None:
+        return "unknown (no driver.json: written by an older gic-tune)"
+    state = record.get("state")
+    if state == "running" and driver_gone(folder):
+        return "interrupted: its driver was killed; `gic-tune run ... --resume` continues it"
+    return {"finished": "finished", "failed": "failed: every trial errored",
+            "interrupted": "interrupted; `gic-tune run ... --resume` continues it",
+            "running": "running (this report is a snapshot)"}.get(state, str(state))
+
+
+def _rerun_command(command: str | None, name: str) -> str:
+    """The recorded command with a new `--name`, so that it runs as printed (the old name exists)."""
+    import shlex
+
+    if not command:
+        return "(command not recorded)"
+    args = [a for a in shlex.split(command) if a != "--resume"]
+    if "--name" in args[:-1]:
+        args[args.index("--name") + 1] = f"{name}-rerun"
+    else:
+        args += ["--name", f"{name}-rerun"]
+    return shlex.join(args)
+
+
 def _summary(folder: Path, cfg: dict[str, Any], frame: pd.DataFrame, study_name: str,
              importance: dict[str, float], method: str, retrain: list[RetrainResults]) -> _Summary:
     counts = frame["status"].value_counts().to_dict() if not frame.empty else {}
@@ -640,7 +670,8 @@ def _summary(folder: Path, cfg: dict[str, Any], frame: pd.DataFrame, study_name:
             f"- experiment folder: `{folder}`" + (f", started {started:%Y-%m-%d %H:%M}" if started else ""),
             f"- study name: `{study_name}`; Optuna study exported to `{STUDY_DB}` "
             f"(`optuna-dashboard sqlite:///{(folder / STUDY_DB).resolve()}`)",
-            f"- trials: {len(frame)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")"]
+            f"- trials: {len(frame)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")",
+            f"- state: {_end_state(folder)}"]
     if best is not None:
         params = ", ".join(f"`{k}={_value(v)}`" for k, v in params_of(best).items())
         tested = next((r.row(f"best-{best['trial_id']}") for r in retrain if r.row(f"best-{best['trial_id']}")), None)
@@ -651,7 +682,8 @@ def _summary(folder: Path, cfg: dict[str, Any], frame: pd.DataFrame, study_name:
     head += [f"- compute: {_fmt_s(wall.sum())} of trial time in total; per trial mean {_fmt_s(wall.mean())}, "
              f"min {_fmt_s(wall.min())}, max {_fmt_s(wall.max())}" if len(wall) else "- compute: -", ""]
     head += _retrain_markdown(retrain, folder)
-    body = ["## Reproduce", "", "```", cfg.get("command") or "(command not recorded)", "```", "",
+    body = ["## Reproduce", "", "The same search again, as a new experiment beside this one:", "",
+            "```", _rerun_command(cfg.get("command"), study_name), "```", "",
             "## Configuration", "",
             f"- source: `{cfg.get('source', '-')}`",
             f"- data: {(trainer.get('data') or {}).get('source', '-')} `{(trainer.get('data') or {}).get('dir', '-')}` "

@@ -1,6 +1,7 @@
 """Experiment folder -> trial table (DataFrame), trials.csv and best_config.yaml.
 
-One row per trial: its params, status (finished, stopped by ASHA, errored, running, pending), the
+One row per trial: its params, status (finished, stopped by ASHA, errored, running, pending, or
+interrupted: running or pending when the search's driver stopped or was killed), the
 epoch ASHA stopped it at, best and last val accuracy, epochs run and planned, wall time and node.
 The same row builder serves the live search (from Ray's Trial objects, see tune.search) and a folder
 on disk (from each trial's params.json and result.json), so a results folder copied from a
@@ -24,6 +25,8 @@ TRIALS_CSV = "trials.csv"
 BEST_CONFIG = "best_config.yaml"
 BASE_CONFIG = "base_config.yaml"  # the search's trainer config, written by the driver
 PARAM_PREFIX = "param."
+METRIC_COLUMNS = ("best_val_accuracy", "last_val_accuracy", "wall_time_s")  # rounded when written
+SIGNIFICANT_DIGITS = 6
 
 
 def _finite(value: Any) -> float | None:
@@ -41,7 +44,8 @@ def trial_row(trial_id: str, params: dict[str, Any], status: str, last: dict[str
     Args:
         trial_id: Ray's trial id.
         params: the trial's searched params.
-        status: Ray's status (PENDING, RUNNING, PAUSED, TERMINATED, ERROR).
+        status: Ray's status (PENDING, RUNNING, PAUSED, TERMINATED, ERROR), or INTERRUPTED for a
+            trial Ray last saw running whose driver is gone (tune.experiment).
         last: the trial's last reported result (None before its first epoch).
         error: the first line of its error, if it errored.
     """
@@ -96,19 +100,43 @@ def _error_line(text: str | None) -> str | None:
 def table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows -> DataFrame sorted by trial id, with the fixed columns first."""
     frame = pd.DataFrame(rows)
-    if not frame.empty:
+    if frame.empty:  # no trial yet: the columns every reader expects, and no rows
+        frame = pd.DataFrame(columns=list(trial_row("", {}, "PENDING", None)))
+    else:
         frame = frame.sort_values("trial_id").reset_index(drop=True)
         for column in ("stopped_at_epoch", "epochs", "epochs_planned", "best_epoch"):
             frame[column] = frame[column].astype("Int64")
     return frame
 
 
+def round_metrics(frame: pd.DataFrame, digits: int = SIGNIFICANT_DIGITS) -> pd.DataFrame:
+    """A copy of a trial table with its metrics rounded to `digits` significant digits.
+
+    Keras reports float32 values, so an accuracy of 0.925 arrives as 0.925000011920929; rounded to 6
+    significant digits it is written as 0.925. Hyperparameters are left exact: they reproduce a trial.
+
+    Args:
+        frame: a trial table (columns METRIC_COLUMNS are rounded where present).
+        digits: significant digits to keep.
+
+    Returns:
+        The rounded copy (same columns, same dtypes).
+    """
+    out = frame.copy()
+    for column in METRIC_COLUMNS:
+        if column in out.columns:
+            values = pd.to_numeric(out[column], errors="coerce")
+            out[column] = values.map(lambda v: float(f"{v:.{digits}g}") if math.isfinite(v) else v)
+    return out
+
+
 def write_trials_csv(frame: pd.DataFrame, experiment_dir: str | Path) -> Path:
-    """Write trials.csv atomically (a reader never sees half a file)."""
+    """Write trials.csv atomically (a reader never sees half a file), metrics rounded."""
+    from gic.files import atomic_path
+
     path = Path(experiment_dir) / TRIALS_CSV
-    tmp = path.with_suffix(".csv.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        round_metrics(frame).to_csv(tmp, index=False)
     return path
 
 
@@ -168,6 +196,10 @@ def load_trials(experiment_dir: str | Path) -> pd.DataFrame:
     if not root.is_dir() or not any(root.glob("experiment_state-*.json")):
         raise GicError(f"{root}: not an experiment folder (no experiment_state-*.json)")
     statuses = _statuses(root)
+    from tune.experiment import driver_gone
+
+    # Ray's snapshot says RUNNING for trials that were running when the driver stopped or was killed
+    orphaned = driver_gone(root)
     rows = []
     for params_file in sorted(root.glob("*/params.json")):
         trial_dir = params_file.parent
@@ -184,6 +216,8 @@ def load_trials(experiment_dir: str | Path) -> pd.DataFrame:
         error_file = trial_dir / "error.txt"
         if status == "ERROR" and error_file.is_file():
             error = _error_line(error_file.read_text())
+        if orphaned and status in ("RUNNING", "PENDING", "PAUSED"):
+            status = "INTERRUPTED"
         rows.append(trial_row(trial_id, params, status, last, error))
     return table(rows)
 

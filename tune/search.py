@@ -30,6 +30,7 @@ import yaml
 from gic.errors import GicError
 
 from tune.config import METRIC, MODE, SearchSpec
+from tune.experiment import mark_driver
 from tune.trainable import HISTORY_KEY, PLANNED_KEY, run_trial, trial_dirname
 
 from ray.tune import Callback
@@ -239,10 +240,10 @@ def write_outputs(trials, base: dict[str, Any], storage) -> None:
 
     from gic.config import TrainConfig
 
-    from tune.results import BEST_CONFIG, TRIALS_CSV, rows_from_trials, table, write_best_config
+    from tune.results import BEST_CONFIG, TRIALS_CSV, round_metrics, rows_from_trials, table, write_best_config
 
     frame = table(rows_from_trials(trials))
-    _put_text(storage, TRIALS_CSV, frame.to_csv(index=False))
+    _put_text(storage, TRIALS_CSV, round_metrics(frame).to_csv(index=False))
     with tempfile.TemporaryDirectory() as tmp:
         path = write_best_config(TrainConfig.model_validate(base), frame, tmp,
                                  shown_path=f"{storage.experiment_fs_path}/{BEST_CONFIG}")
@@ -260,6 +261,23 @@ class SearchSummary:
     wall_s: float = 0.0
     best: dict[str, Any] | None = None
     interrupted: bool = False  # Ctrl-C: saved by Ray, continue with --resume
+    state: str = "finished"  # finished | failed (every trial errored) | interrupted | nothing-to-resume
+    written: list[str] = field(default_factory=list)  # the experiment's output files that exist
+
+
+class _DropPythonApiAdvice(logging.Filter):
+    """Ray's end-of-run advice is for Python users (`Tuner.restore(path=...)`) or repeats what the
+    summary says (`Trials did not complete`); a command-line user gets `--resume` from us instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("Tuner.restore(" in text or text.startswith("Trials did not complete"))
+
+
+def _quiet_ray_advice() -> None:
+    target = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _DropPythonApiAdvice) for f in target.filters):
+        target.addFilter(_DropPythonApiAdvice())
 
 
 def experiment_path(spec: SearchSpec, name: str | None = None) -> str:
@@ -370,6 +388,7 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
     # after every checkpoint is what makes --resume lose nothing, so its warning is noise here.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    _quiet_ray_advice()
     from ray import tune
 
     name = name or spec.search.name
@@ -377,16 +396,31 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
     local = None if _is_uri(path) else Path(path)
     if local is not None and local.exists() and not local.is_dir():
         raise GicError(f"{path}: exists and is not a folder; expected an experiment folder or nothing")
+    if local is not None and local.is_dir() and _killed_before_saved(local):
+        # Killed before Ray saved anything a resume could use: no trial result exists, so starting
+        # again loses nothing (and is the only way on: Ray cannot restore it).
+        echo(f"note: {path} holds only the start of a search killed before Ray saved its state; starting it again")
+        import shutil
+
+        for entry in local.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        resume = False
     if not resume and local is not None and local.exists() and any(local.iterdir()):
         raise GicError(f"{path} already exists; add --resume to continue it or --name for a new experiment")
     if resume and local is not None and not (local / "tuner.pkl").is_file():
         raise GicError(f"{path}: no experiment to resume (no tuner.pkl)")
+    if resume:
+        done = _resume_check(spec, path, local)
+        if done is not None:
+            echo(_final_line(done))
+            return done
     fresh = local is not None and not resume
     created = fresh and not local.exists()
     if local is not None:
         from gic.files import check_writable
 
         check_writable(local)  # a read-only or misplaced results folder fails now, not after the first trial
+        mark_driver(local, "running")
 
     started = time.time()
     try:
@@ -400,6 +434,8 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
 
                 ray.shutdown()
     except BaseException:
+        if local is not None and local.is_dir():
+            mark_driver(local, "interrupted")  # its running trials are orphans now, not "running"
         # Nothing half-written: a new experiment that failed (or was interrupted) before Ray saved a
         # state that --resume can use leaves no folder behind, so the same command can run again.
         if fresh and local.is_dir() and not tune.Tuner.can_restore(str(local)):
@@ -492,11 +528,90 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
         on_disk = load_trials(path)
         interrupted = len(on_disk) < expected or bool(on_disk["status"].isin(["running", "pending", "paused"]).any())
         if interrupted:
-            write_trials_csv(on_disk, path)  # not "stopped by ASHA": running when interrupted
+            mark_driver(local, "interrupted")
+            write_trials_csv(load_trials(path), path)  # not "stopped by ASHA": interrupted
     summary = _finish(path, spec, grid, searcher, scheduler, time.time() - started)
     summary.interrupted = interrupted
+    summary.state = end_state(summary.trials, interrupted)
+    if local is not None:
+        mark_driver(local, summary.state)
+    summary.written = _written(path)
     echo(_final_line(summary))
     return summary
+
+
+def _killed_before_saved(local: Path) -> bool:
+    """A folder whose driver is gone without Ray having saved a restorable state or any trial."""
+    from tune.experiment import driver_gone, read_driver
+
+    if read_driver(local) is None or not driver_gone(local) or (local / "tuner.pkl").is_file():
+        return False
+    return not any(p.is_dir() for p in local.iterdir())
+
+
+def end_state(frame, interrupted: bool) -> str:
+    """How a search ended: interrupted, failed (every trial errored) or finished."""
+    if interrupted:
+        return "interrupted"
+    if not frame.empty and bool((frame["status"] == "errored").all()):
+        return "failed"
+    return "finished"
+
+
+def _written(path: str) -> list[str]:
+    """The experiment's summary files that exist (a summary never names a file it did not write)."""
+    from tune.results import BEST_CONFIG, TRIALS_CSV
+
+    if _is_uri(path):
+        return [f"{path}/{name}" for name in (TRIALS_CSV, BEST_CONFIG) if _get_text(f"{path}/{name}") is not None]
+    return [f"{path}/{name}" for name in (TRIALS_CSV, BEST_CONFIG) if Path(path, name).is_file()]
+
+
+# What --resume may change: where and how trials run, never what they train (their results would
+# then mix two budgets). Anything else is refused, naming the keys.
+RESUME_SAFE_KEYS = ("search.resources_per_trial.", "search.checkpoint_every", "search.address")
+
+
+def _resume_check(spec: SearchSpec, path: str, local: Path | None) -> SearchSummary | None:
+    """Before --resume: refuse settings that differ from the experiment's own, and return a summary
+    (touching nothing) when the experiment has nothing left to run."""
+    from gic.config import config_changes
+
+    from tune.experiment import read_driver
+    from tune.results import TRIALS_CSV
+
+    record = read_driver(local) if local is not None else None
+    if record and record.get("state") in ("finished", "failed"):
+        import pandas as pd
+
+        from tune.results import best_row
+
+        csv = Path(path, TRIALS_CSV)
+        frame = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
+        return SearchSummary(experiment_path=path, trials=frame, state="nothing-to-resume",
+                             best=best_row(frame) if not frame.empty else None, written=_written(path))
+    text = Path(path, SEARCH_CONFIG).read_text() if local is not None and Path(path, SEARCH_CONFIG).is_file() \
+        else _get_text(f"{path}/{SEARCH_CONFIG}")
+    if text is not None:
+        stored = yaml.safe_load(text) or {}
+        new = _search_doc(spec)
+        keys = ("trainer", "space", "fixed", "search")
+        changed = config_changes({k: stored.get(k) for k in keys}, {k: new.get(k) for k in keys},
+                                 safe=(*RESUME_SAFE_KEYS, "search.name"))
+        if changed:
+            raise GicError(f"--resume: {path} was started with other settings ({'; '.join(changed)}); "
+                           f"only {', '.join(k.rstrip('.') for k in RESUME_SAFE_KEYS)} may change on resume. "
+                           "Drop those --set/--num-samples options, or start a new search with --name")
+        allowed = [c for c in config_changes({k: stored.get(k) for k in keys}, {k: new.get(k) for k in keys},
+                                             safe=("search.name",)) if c not in changed]
+        if allowed and local is not None:  # recorded: what each part of the search ran with
+            from gic.files import atomic_write_text
+
+            stored.setdefault("resumed", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                     "command": " ".join(map(shlex.quote, sys.argv)),
+                                                     "changed": allowed})
+            atomic_write_text(Path(path, SEARCH_CONFIG), yaml.safe_dump(stored, sort_keys=False))
+    return None
 
 
 def _describe(path: str, spec: SearchSpec, name: str, command: str | None) -> None:
@@ -505,13 +620,21 @@ def _describe(path: str, spec: SearchSpec, name: str, command: str | None) -> No
         return
     import ray
 
+    from gic.files import atomic_write_text
+
     doc = {"command": command or " ".join(shlex.quote(a) for a in sys.argv), "source": spec.source,
-           "name": name, "search": spec.search.model_dump(mode="json"),
+           "name": name, **_search_doc(spec),
+           "versions": {"python": sys.version.split()[0], "ray": ray.__version__, "optuna": _optuna().__version__}}
+    atomic_write_text(Path(path, SEARCH_CONFIG), yaml.safe_dump(doc, sort_keys=False))
+
+
+def _search_doc(spec: SearchSpec) -> dict[str, Any]:
+    """What defines a search's trials, as plain data: search settings, space, fixed keys, trainer."""
+    doc = {"search": spec.search.model_dump(mode="json"),
            "space": {n: {k: v for k, v in vars(d).items() if v not in (None, (), False) and k != "name"}
                      for n, d in spec.space.dimensions.items()},
-           "fixed": spec.space.fixed, "trainer": spec.trainer.to_dict(),
-           "versions": {"python": sys.version.split()[0], "ray": ray.__version__, "optuna": _optuna().__version__}}
-    Path(path, SEARCH_CONFIG).write_text(yaml.safe_dump(json.loads(json.dumps(doc, default=list)), sort_keys=False))
+           "fixed": spec.space.fixed, "trainer": spec.trainer.to_dict()}
+    return json.loads(json.dumps(doc, default=list))
 
 
 def _finish(path, spec, grid, searcher, scheduler, wall_s) -> SearchSummary:
@@ -562,8 +685,12 @@ def _finish(path, spec, grid, searcher, scheduler, wall_s) -> SearchSummary:
 def _final_line(summary: SearchSummary) -> str:
     frame = summary.trials
     counts = frame["status"].value_counts().to_dict() if not frame.empty else {}
-    text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials"
     best = summary.best
     best_text = f"; best {best['best_val_accuracy']:.4f} ({best['trial_id']})" if best else ""
-    return (f"done in {summary.wall_s:.0f} s: {text}{best_text}\n"
-            f"  {summary.experiment_path}/trials.csv\n  {summary.experiment_path}/best_config.yaml")
+    head = {"finished": f"done in {summary.wall_s:.0f} s",
+            "failed": f"failed after {summary.wall_s:.0f} s: every trial errored",
+            "interrupted": f"interrupted after {summary.wall_s:.0f} s",
+            "nothing-to-resume": f"nothing to resume: {summary.experiment_path} has ended"}[summary.state]
+    files = "".join(f"\n  {name}" for name in summary.written)
+    return f"{head}: {text}{best_text}{files}"

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 from gic.errors import GicError
 
-from tune.results import PARAM_PREFIX, load_trials, rank_by_score
+from tune.results import PARAM_PREFIX, load_trials, rank_by_score, round_metrics
 
 STATUSES = ("running", "pending", "paused", "interrupted", "stopped", "finished", "errored")
 FORMATS = ("table", "csv", "json", "parquet")
@@ -34,8 +34,6 @@ ASHA_STATE = "asha.json"
 SORT_ALIASES = {"best": "best_val_accuracy", "last": "last_val_accuracy", "id": "trial_id",
                 "wall": "wall_time_s", "time": "wall_time_s", "node": "node_ip"}
 DESCENDING_BY_DEFAULT = {"best_val_accuracy", "last_val_accuracy"}  # best first
-METRIC_COLUMNS = ("best_val_accuracy", "last_val_accuracy", "wall_time_s")  # rounded when written
-SIGNIFICANT_DIGITS = 6
 # The terminal table leaves columns out, in this order, when it does not fit; then hyperparameters
 # from the last. trial, status and best_val_acc always stay.
 DROP_ORDER = ("node", "wall_s", "last_val_acc", "epochs")
@@ -179,27 +177,6 @@ def param_name(column: str) -> str:
         `param.phase1.learning_rate` -> `phase1.learning_rate`; other columns unchanged.
     """
     return column[len(PARAM_PREFIX):] if column.startswith(PARAM_PREFIX) else column
-
-
-def round_metrics(frame: pd.DataFrame, digits: int = SIGNIFICANT_DIGITS) -> pd.DataFrame:
-    """A copy of a trial table with its metrics rounded to `digits` significant digits.
-
-    Keras reports float32 values, so an accuracy of 0.925 arrives as 0.925000011920929; rounded to 6
-    significant digits it is written as 0.925. Hyperparameters are left exact: they reproduce a trial.
-
-    Args:
-        frame: a trial table (columns METRIC_COLUMNS are rounded where present).
-        digits: significant digits to keep.
-
-    Returns:
-        The rounded copy (same columns, same dtypes).
-    """
-    out = frame.copy()
-    for column in METRIC_COLUMNS:
-        if column in out.columns:
-            values = pd.to_numeric(out[column], errors="coerce")
-            out[column] = values.map(lambda v: float(f"{v:.{digits}g}") if math.isfinite(v) else v)
-    return out
 
 
 def _cell(value: Any) -> str:
