@@ -10,7 +10,8 @@ from browser import browser_check, find_browser, problems
 from click.testing import CliRunner
 
 from tune.cli import main
-from tune.report import STUDY_DB, make_report
+from tune.experiment import STUDY_DB
+from tune.report import make_report
 from tune.trials import trial_table
 
 

@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from tune.search import OPTUNA_TRIALS, SCHEDULER_STATE, PruningAwareOptunaSearch, ReplayASHA
+from tune.experiment import OPTUNA_TRIALS, SCHEDULER_STATE
+from tune.schedulers import PruningAwareOptunaSearch, ReplayASHA
 from tune.testing import tiny_search, write_and_load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,3 +236,20 @@ def test_driver_killed_at_random_points_then_resumed_or_rerun_accounts_for_every
     for tid, best in ended_before.items():  # a trial that ended before a kill is never rerun or lost
         assert after.loc[tid, "best_val_accuracy"] == pytest.approx(best)
     assert json.loads((exp / "driver.json").read_text())["state"] == "finished"
+
+
+def test_the_private_ray_attributes_tune_schedulers_uses_exist_in_this_ray():
+    """tune.schedulers is the one place that reads Ray's private attributes: pinned here, so a Ray
+    upgrade that renames them fails this test instead of a search."""
+    import optuna
+    import ray
+    from packaging.version import Version
+
+    assert Version("2.40") <= Version(ray.__version__) < Version("2.61"), ray.__version__  # pyproject's range
+    asha = _asha()
+    assert isinstance(asha._brackets[0]._rungs, list)
+    searcher = PruningAwareOptunaSearch(space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
+                                        metric="val_accuracy", mode="max")
+    searcher.suggest("t")
+    assert "t" in searcher._ot_trials and isinstance(searcher._completed_trials, set)
+    assert searcher.trial_rows()[0]["trial_id"] == "t"

@@ -11,7 +11,8 @@ import pytest
 
 from gic.config import load_config
 from tune.results import BEST_CONFIG, PARAM_PREFIX, TRIALS_CSV, best_row, load_trials, params_of
-from tune.search import OPTUNA_TRIALS, SCHEDULER_STATE, SEARCH_CONFIG, run_search
+from tune.experiment import OPTUNA_TRIALS, SCHEDULER_STATE, SEARCH_CONFIG
+from tune.search import run_search
 from tune.space import apply_params
 from tune.testing import tiny_search, write_and_load
 

@@ -160,7 +160,7 @@ def test_cluster_file_keeps_ray_ports_private():
 
 
 def test_tpe_is_seeded_multivariate_with_constant_liar_behind_a_concurrency_limit(tmp_path):
-    from tune.search import build_searcher
+    from tune.schedulers import build_searcher
     from tune.testing import tiny_search, write_and_load
 
     raw = tiny_search(tmp_path / "data", tmp_path / "results", max_concurrent=3, n_startup_trials=5, seed=7)

@@ -21,7 +21,6 @@ trial's resources. It prints, from one run:
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gic.files import atomic_write_json
 from ray.tune import Callback
 
 from tune.config import SearchSpec, cpu_threads
@@ -198,4 +198,4 @@ def format_report(f: dict[str, Any]) -> str:
 
 
 def save_json(f: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(f, indent=1, default=str))
+    atomic_write_json(path, f)

@@ -20,7 +20,19 @@ from typing import Any
 
 from gic.files import atomic_write_json
 
-DRIVER = "driver.json"
+# ----------------------------------------------------------------- the files of an experiment folder
+# One set of names, for every reader and writer (Ray's own files, experiment_state-*.json, tuner.pkl
+# and one folder per trial, sit beside them).
+SEARCH_CONFIG = "search_config.yaml"  # the resolved search file, the command, versions; resumes
+TRIALS_CSV = "trials.csv"  # the trial table, rewritten as trials end
+BEST_CONFIG = "best_config.yaml"  # the best trial's full trainer config: `gic train --config` takes it
+SCHEDULER_STATE = "asha.json"  # the scheduler's early stops, rungs and replayed trials
+OPTUNA_TRIALS = "optuna_trials.csv"  # the Optuna study's trials with their states
+WARM_START_FILE = "warm_start.json"  # where a warm-started search's first trials came from
+STUDY_DB = "optuna_study.db"  # the study as an Optuna SQLite storage (gic-tune report)
+REPORT_DIR = "report"  # gic-tune report's default output folder
+RETRAIN_DIR = "retrain"  # gic-tune retrain's default output folders, one per settings
+DRIVER = "driver.json"  # the driver: running, or how it ended
 END_STATES = ("finished", "failed", "interrupted")  # failed: every trial errored
 
 
@@ -65,3 +77,25 @@ def driver_gone(folder: str | Path) -> bool:
         return True
     except (psutil.Error, KeyError, TypeError, ValueError):
         return False
+
+
+# ------------------------------------------------------------ files on a local folder or a URI
+def put_text(storage, name: str, text: str) -> None:
+    """Write a file into the experiment folder (local or cloud), via a temp name and a move."""
+    fs, root = storage.storage_filesystem, storage.experiment_fs_path
+    tmp, final = f"{root}/.{name}.tmp", f"{root}/{name}"
+    with fs.open_output_stream(tmp) as out:
+        out.write(text.encode())
+    fs.move(tmp, final)
+
+
+def get_text(uri: str) -> str | None:
+    """A file of an experiment on a cloud URI or shared filesystem URI, or None when it is not there."""
+    import pyarrow.fs
+
+    try:
+        fs, fs_path = pyarrow.fs.FileSystem.from_uri(uri)
+        with fs.open_input_stream(fs_path) as f:
+            return f.read().decode()
+    except (OSError, ValueError):
+        return None

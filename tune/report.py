@@ -38,13 +38,11 @@ import numpy as np
 import pandas as pd
 from gic.errors import GicError
 
+from tune.experiment import REPORT_DIR, RETRAIN_DIR, STUDY_DB
 from tune.results import best_row, params_of, rank_by_score
 from tune.trials import (asha_rungs, experiment_started, phase_epochs, require_experiment, search_config,
                          text_columns, trial_curves, trial_table, trial_view)
 
-STUDY_DB = "optuna_study.db"
-REPORT_DIR = "report"
-RETRAIN_DIR = "retrain"  # tune.retrain's default output folder, inside the experiment
 # Line style per status; every trial is grey but the best.
 STATUS_STYLE = {"finished": "-", "running": "-", "stopped": "--", "errored": ":", "interrupted": ":", "pending": ":",
                 "paused": ":"}

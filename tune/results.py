@@ -20,10 +20,8 @@ from gic.config import TrainConfig, save_config
 from gic.errors import GicError
 
 from tune.trainable import HISTORY_KEY, PLANNED_KEY
+from tune.experiment import BEST_CONFIG, TRIALS_CSV
 
-TRIALS_CSV = "trials.csv"
-BEST_CONFIG = "best_config.yaml"
-BASE_CONFIG = "base_config.yaml"  # the search's trainer config, written by the driver
 PARAM_PREFIX = "param."
 METRIC_COLUMNS = ("best_val_accuracy", "last_val_accuracy", "wall_time_s")  # rounded when written
 SIGNIFICANT_DIGITS = 6

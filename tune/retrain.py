@@ -34,11 +34,11 @@ from gic.config import TrainConfig, load_config
 from gic.errors import GicError
 from gic.shipped import shipped_dir
 
+from tune.experiment import RETRAIN_DIR
 from tune.results import params_of
 from tune.trials import require_experiment, search_config, select, trial_table
 
 BASELINE = shipped_dir() / "baseline.yaml"  # the seed recipe as shipped (installed package data or the clone's configs/)
-RETRAIN_DIR = "retrain"
 # What the baseline takes from the tuned config to run on the same data, image size and budget; the
 # recipe itself (head, dropout, augmentation, optimizers, learning rates, unfrozen layers) stays.
 SHARED_WITH_BASELINE = ("data", "phase1.epochs", "phase2.epochs", "model.weights", "precision", "jit_compile",

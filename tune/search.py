@@ -1,16 +1,12 @@
-"""The search: Optuna TPE proposes, ASHA stops, Ray Tune runs the trials, everything built here.
+"""The search's driver: data once, then Ray Tune runs the trials that Optuna proposes and ASHA stops.
 
     spec = load_search_config("configs/demo.yaml")
     summary = run_search(spec)                 # a new experiment in results/<name>/
     summary = run_search(spec, resume=True)    # continue an interrupted one
 
-Two gaps in Ray Tune are closed here:
-- Ray tells Optuna that an ASHA-stopped trial is COMPLETE with its last, low-epoch score, which
-  misleads TPE. `PruningAwareOptunaSearch` tells Optuna such a trial is PRUNED, with its per-epoch
-  values as intermediate values.
-- Ray does not checkpoint scheduler state, so a resumed search would start with empty ASHA rungs
-  and let through trials it would have stopped. `ReplayASHA` rebuilds the rungs from the per-epoch
-  history that every trial carries in its last result (saved in Ray's experiment state).
+The rooms it drives: tune.schedulers (the searcher and ASHA), tune.trainable (one trial),
+tune.callbacks (progress lines, the trial table), tune.experiment (the experiment folder's files and
+the driver's record). This module starts Ray, checks resources, runs the Tuner and writes the end.
 """
 
 from __future__ import annotations
@@ -21,234 +17,22 @@ import os
 import shlex
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 from gic.errors import GicError
+from gic.files import atomic_write_text
 
+from tune.callbacks import ProgressPrinter, TrialsTableWriter
 from tune.config import METRIC, MODE, SearchSpec
-from tune.experiment import mark_driver
-from tune.trainable import HISTORY_KEY, PLANNED_KEY, run_trial, trial_dirname
+from tune.schedulers import PruningAwareOptunaSearch, ReplayASHA, build_scheduler, build_searcher, optuna_module
+from tune.trainable import run_trial, trial_dirname
+from tune.experiment import OPTUNA_TRIALS, SCHEDULER_STATE, SEARCH_CONFIG, get_text, mark_driver
 
-from ray.tune import Callback
-from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
-from ray.tune.search.optuna import OptunaSearch
-
-SCHEDULER_STATE = "asha.json"  # the scheduler's early stops, rungs and replayed trials
-OPTUNA_TRIALS = "optuna_trials.csv"
-SEARCH_CONFIG = "search_config.yaml"
 
 log = logging.getLogger(__name__)
-
-
-def stopped_early(result: dict[str, Any] | None) -> bool:
-    """True when a trial's last result ends before its planned epochs: ASHA stopped it.
-
-    A trial ends early only when the scheduler stops it (errors are reported apart), and the
-    trial states its own plan (E1 when it does not fine-tune), so a short plan is not mistaken
-    for a stop.
-    """
-    if not result:
-        return False
-    epochs, planned = result.get("training_iteration"), result.get(PLANNED_KEY)
-    return bool(epochs and planned and int(epochs) < int(planned))
-
-
-class PruningAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that records ASHA-stopped trials as PRUNED, with their intermediate values."""
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if error or trial_id in self._completed_trials or not stopped_early(result):
-            if not error and result and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-                self._report_last(trial_id, result)  # ASHA's STOP at max_t kept it from on_trial_result
-            return super().on_trial_complete(trial_id, result=result, error=error)
-        ot_trial = self._ot_trials[trial_id]
-        # The result that made ASHA stop the trial never reached on_trial_result: report it here.
-        self._report_last(trial_id, result)
-        # PRUNED takes the last intermediate value as the trial's value (optuna.study._tell).
-        self._ot_study.tell(ot_trial, state=_optuna().trial.TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
-
-    def _report_last(self, trial_id: str, result: dict) -> None:
-        step, value = result.get("training_iteration"), result.get(self.metric)
-        if step is None or value is None:
-            return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a step reported before a resume is kept as it was
-            self._ot_trials[trial_id].report(float(value), int(step))
-
-    @property
-    def study(self):
-        return self._ot_study
-
-
-def _optuna():
-    import optuna
-
-    return optuna
-
-
-class ReplayASHA(AsyncHyperBandScheduler):
-    """ASHA that rebuilds its rungs on resume and remembers which trials it stopped early.
-
-    Ray adds every restored trial through `on_trial_add`, with its last result restored from the
-    experiment state. That result carries the trial's per-epoch val_accuracy, which is replayed
-    into the trial's bracket, epoch by epoch, exactly as it was first recorded.
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.early_stops: dict[str, int] = {}  # trial id -> epoch at which this scheduler stopped it
-        self.replayed: dict[str, int] = {}  # trial id -> epochs replayed into the rungs
-
-    def on_trial_add(self, tune_controller, trial) -> None:
-        super().on_trial_add(tune_controller, trial)
-        history = (trial.last_result or {}).get(HISTORY_KEY) or []
-        bracket = self._trial_info[trial.trial_id]
-        for epoch, value in enumerate(history, start=1):
-            if value is not None:
-                bracket.on_result(trial, epoch, self._metric_op * float(value))  # records; decision unused
-        if history:
-            self.replayed[trial.trial_id] = len(history)
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        decision = super().on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP and stopped_early(result):
-            self.early_stops[trial.trial_id] = int(result["training_iteration"])
-        return decision
-
-    def rungs(self) -> list[tuple[float, dict[str, float]]]:
-        """(milestone, {trial id: recorded value}) from the lowest milestone up."""
-        return [(m, dict(rec)) for m, rec in reversed(self._brackets[0]._rungs)]
-
-
-# ------------------------------------------------------------------------------------ callbacks
-def _fmt_params(params: dict[str, Any]) -> str:
-    parts = []
-    for key, value in sorted(params.items()):
-        short = key.rsplit(".", 1)[-1] if not key.startswith("phase") else key.replace("phase", "p").replace(".learning_rate", ".lr")
-        parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
-    return " ".join(parts)
-
-
-class ProgressPrinter(Callback):
-    """Concise progress lines: trial starts and ends, retries, counts and the best so far."""
-
-    def __init__(self, total: int, echo: Callable[[str], None] = print):
-        self.total = total
-        self.echo = echo
-        self.started = time.time()
-        self.best: tuple[float, str, int] | None = None
-
-    def _line(self, text: str) -> None:
-        elapsed = int(time.time() - self.started)
-        self.echo(f"[{elapsed // 60:3d}m{elapsed % 60:02d}s] {text}")
-
-    def _counts(self, trials, ending=None, ending_status: str = "TERMINATED") -> str:
-        counts = {"running": 0, "pending": 0, "stopped": 0, "finished": 0, "errored": 0}
-        for trial in trials:
-            status = ending_status if trial is ending else trial.status
-            if status == "TERMINATED":
-                counts["stopped" if stopped_early(trial.last_result) else "finished"] += 1
-            elif status == "ERROR":
-                counts["errored"] += 1
-            elif status in ("RUNNING", "PENDING"):
-                counts[status.lower()] += 1
-        text = ", ".join(f"{v} {k}" for k, v in counts.items())
-        best = f" | best {self.best[0]:.4f} ({self.best[1]}, epoch {self.best[2]})" if self.best else ""
-        return f"{text} of {self.total}{best}"
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._line(f"{trial.trial_id} started: {_fmt_params(trial.config)}")
-
-    def on_trial_restore(self, iteration, trials, trial, **info):
-        self._line(f"{trial.trial_id} continues from its checkpoint")
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        value = result.get(METRIC)
-        # ties go to the lower trial id (tune.results.rank_by_score first prefers more epochs run)
-        if value is not None and (self.best is None or (value, self.best[1]) > (self.best[0], trial.trial_id)):
-            self.best = (float(value), trial.trial_id, int(result.get("training_iteration", 0)))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        last = trial.last_result or {}
-        epochs, value = last.get("training_iteration"), last.get(METRIC, float("nan"))
-        what = f"stopped by ASHA at epoch {epochs}" if stopped_early(last) else f"finished after {epochs} epochs"
-        self._line(f"{trial.trial_id} {what}: val_accuracy {value:.4f}")
-        self._line(self._counts(trials, trial))
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        self._line(f"{trial.trial_id} failed ({trial.num_failures} so far); retrying from its last checkpoint")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(f"{trial.trial_id} errored after {trial.num_failures} failures; the search goes on")
-        self._line(self._counts(trials, trial, "ERROR"))
-
-
-class TrialsTableWriter(Callback):
-    """Rewrites trials.csv and best_config.yaml in the experiment folder as trials end."""
-
-    def __init__(self, base: dict[str, Any]):
-        self.base = base
-
-    def _write(self, trials) -> None:
-        if not trials:
-            return
-        try:
-            write_outputs(trials, self.base, trials[0].storage)
-        except Exception as err:  # noqa: BLE001 - a table write must never stop the search
-            log.warning("could not write trials.csv: %s", err)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._write(trials)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._write(trials)
-
-    def on_experiment_end(self, trials, **info):
-        self._write(trials)
-
-
-# ---------------------------------------------------------------------------------- outputs
-def _put_text(storage, name: str, text: str) -> None:
-    """Write a file into the experiment folder (local or cloud), via a temp name and a move."""
-    fs, root = storage.storage_filesystem, storage.experiment_fs_path
-    tmp, final = f"{root}/.{name}.tmp", f"{root}/{name}"
-    with fs.open_output_stream(tmp) as out:
-        out.write(text.encode())
-    fs.move(tmp, final)
-
-
-def _get_text(uri: str) -> str | None:
-    """A file of an experiment on a cloud URI or shared filesystem URI, or None when it is not there."""
-    import pyarrow.fs
-
-    try:
-        fs, fs_path = pyarrow.fs.FileSystem.from_uri(uri)
-        with fs.open_input_stream(fs_path) as f:
-            return f.read().decode()
-    except (OSError, ValueError):
-        return None
-
-
-def write_outputs(trials, base: dict[str, Any], storage) -> None:
-    """trials.csv and best_config.yaml from Ray's Trial objects."""
-    import tempfile
-
-    from gic.config import TrainConfig
-
-    from tune.results import BEST_CONFIG, TRIALS_CSV, round_metrics, rows_from_trials, table, write_best_config
-
-    frame = table(rows_from_trials(trials))
-    _put_text(storage, TRIALS_CSV, round_metrics(frame).to_csv(index=False))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_best_config(TrainConfig.model_validate(base), frame, tmp,
-                                 shown_path=f"{storage.experiment_fs_path}/{BEST_CONFIG}")
-        if path is not None:
-            _put_text(storage, BEST_CONFIG, Path(path).read_text())
 
 
 # ---------------------------------------------------------------------------------- driver
@@ -317,27 +101,6 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     else:
         ray.init(num_cpus=num_cpus, **common)
     return True
-
-
-def build_searcher(spec: SearchSpec):
-    """Optuna TPE (seeded, multivariate, constant liar) behind a concurrency limit."""
-    from ray.tune.search import ConcurrencyLimiter
-
-    optuna = _optuna()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = spec.search
-    sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True,
-                                         n_startup_trials=s.n_startup_trials)
-    searcher = PruningAwareOptunaSearch(space=spec.space.distributions(), metric=METRIC, mode=MODE,
-                                        sampler=sampler, study_name=s.name)
-    return searcher, ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent)
-
-
-def build_scheduler(spec: SearchSpec) -> ReplayASHA:
-    """ASHA on the global epoch: max_t = E1+E2, metric val_accuracy, mode max."""
-    s = spec.search
-    return ReplayASHA(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.max_t,
-                      grace_period=s.grace_period, reduction_factor=s.reduction_factor)
 
 
 def build_trainable(spec: SearchSpec, data: Any, experiment_path: str = ""):
@@ -563,7 +326,7 @@ def _written(path: str) -> list[str]:
     from tune.results import BEST_CONFIG, TRIALS_CSV
 
     if _is_uri(path):
-        return [f"{path}/{name}" for name in (TRIALS_CSV, BEST_CONFIG) if _get_text(f"{path}/{name}") is not None]
+        return [f"{path}/{name}" for name in (TRIALS_CSV, BEST_CONFIG) if get_text(f"{path}/{name}") is not None]
     return [f"{path}/{name}" for name in (TRIALS_CSV, BEST_CONFIG) if Path(path, name).is_file()]
 
 
@@ -591,7 +354,7 @@ def _resume_check(spec: SearchSpec, path: str, local: Path | None) -> SearchSumm
         return SearchSummary(experiment_path=path, trials=frame, state="nothing-to-resume",
                              best=best_row(frame) if not frame.empty else None, written=_written(path))
     text = Path(path, SEARCH_CONFIG).read_text() if local is not None and Path(path, SEARCH_CONFIG).is_file() \
-        else _get_text(f"{path}/{SEARCH_CONFIG}")
+        else get_text(f"{path}/{SEARCH_CONFIG}")
     if text is not None:
         stored = yaml.safe_load(text) or {}
         new = _search_doc(spec)
@@ -605,7 +368,6 @@ def _resume_check(spec: SearchSpec, path: str, local: Path | None) -> SearchSumm
         allowed = [c for c in config_changes({k: stored.get(k) for k in keys}, {k: new.get(k) for k in keys},
                                              safe=("search.name",)) if c not in changed]
         if allowed and local is not None:  # recorded: what each part of the search ran with
-            from gic.files import atomic_write_text
 
             stored.setdefault("resumed", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                      "command": " ".join(map(shlex.quote, sys.argv)),
@@ -620,11 +382,9 @@ def _describe(path: str, spec: SearchSpec, name: str, command: str | None) -> No
         return
     import ray
 
-    from gic.files import atomic_write_text
-
     doc = {"command": command or " ".join(shlex.quote(a) for a in sys.argv), "source": spec.source,
            "name": name, **_search_doc(spec),
-           "versions": {"python": sys.version.split()[0], "ray": ray.__version__, "optuna": _optuna().__version__}}
+           "versions": {"python": sys.version.split()[0], "ray": ray.__version__, "optuna": optuna_module().__version__}}
     atomic_write_text(Path(path, SEARCH_CONFIG), yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -651,30 +411,25 @@ def _finish(path, spec, grid, searcher, scheduler, wall_s) -> SearchSummary:
             stops.update(scheduler.early_stops)
             state["rungs"] = [{"epoch": m, "recorded": rec} for m, rec in scheduler.rungs()]
             state["replayed"] = scheduler.replayed
-        state_file.write_text(json.dumps(state, indent=1, sort_keys=True))
+        atomic_write_text(state_file, json.dumps(state, indent=1, sort_keys=True))
     states: dict[str, str] = {}
-    if searcher is not None and getattr(searcher, "_ot_study", None) is not None:
-        by_number = {t.number: t for t in searcher._ot_study.get_trials(deepcopy=False)}
-        rows = []
-        for trial_id, ot_trial in searcher._ot_trials.items():
-            frozen = by_number.get(ot_trial.number)
-            if frozen is None:
-                continue
-            states[trial_id] = frozen.state.name
-            rows.append({"trial_id": trial_id, "number": frozen.number, "state": frozen.state.name,
-                         "value": frozen.value, "intermediate_values": json.dumps(frozen.intermediate_values),
-                         **{f"param.{k}": v for k, v in frozen.params.items()}})
+    if isinstance(searcher, PruningAwareOptunaSearch):
+        rows = searcher.trial_rows()
+        states = {row["trial_id"]: row["state"] for row in rows}
         if rows and not _is_uri(path):
             import pandas as pd
 
-            pd.DataFrame(rows).sort_values("number").to_csv(Path(path, OPTUNA_TRIALS), index=False)
+            from gic.files import atomic_path
+
+            with atomic_path(Path(path, OPTUNA_TRIALS)) as tmp:
+                pd.DataFrame(rows).sort_values("number").to_csv(tmp, index=False)
     import pandas as pd
 
     frame = pd.DataFrame()
     if not _is_uri(path):
         csv = Path(path, TRIALS_CSV)
         frame = pd.read_csv(csv) if csv.is_file() else load_trials(path)
-    elif (text := _get_text(f"{path}/{TRIALS_CSV}")) is not None:  # the table TrialsTableWriter put there
+    elif (text := get_text(f"{path}/{TRIALS_CSV}")) is not None:  # the table TrialsTableWriter put there
         import io
 
         frame = pd.read_csv(io.StringIO(text))

@@ -25,11 +25,10 @@ import pandas as pd
 from gic.errors import GicError
 
 from tune.results import PARAM_PREFIX, load_trials, rank_by_score, round_metrics
+from tune.experiment import SCHEDULER_STATE, SEARCH_CONFIG
 
 STATUSES = ("running", "pending", "paused", "interrupted", "stopped", "finished", "errored")
 FORMATS = ("table", "csv", "json", "parquet")
-SEARCH_CONFIG = "search_config.yaml"  # written by tune.search._describe
-ASHA_STATE = "asha.json"
 # Short names accepted by --sort, besides any column name or hyperparameter name.
 SORT_ALIASES = {"best": "best_val_accuracy", "last": "last_val_accuracy", "id": "trial_id",
                 "wall": "wall_time_s", "time": "wall_time_s", "node": "node_ip"}
@@ -464,7 +463,7 @@ def trial_curves(path: str | Path) -> dict[str, pd.DataFrame]:
 
 def asha_rungs(path: str | Path, cfg: dict[str, Any] | None = None) -> list[int]:
     """The epochs at which ASHA compared trials: from asha.json, else from the search settings."""
-    state_file = Path(path) / ASHA_STATE
+    state_file = Path(path) / SCHEDULER_STATE
     if state_file.is_file():
         try:
             rungs = [int(r["epoch"]) for r in json.loads(state_file.read_text()).get("rungs", [])]

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from gic.errors import GicError
+from gic.files import atomic_write_json
 
+from tune.experiment import WARM_START_FILE
 from tune.results import params_of
 from tune.trials import require_experiment, search_config, trial_curves, trial_table
 
-WARM_START_FILE = "warm_start.json"  # in the new experiment: where its first trials came from
 
 
 def _optuna():
@@ -178,7 +179,7 @@ def warm_start_searcher(searcher, source: str | Path, spec, experiment_path: str
     if "://" not in str(experiment_path):
         Path(experiment_path).mkdir(parents=True, exist_ok=True)
         doc = {"source": str(source), "trials": [r for r, _ in kept]}
-        Path(experiment_path, WARM_START_FILE).write_text(json.dumps(doc, indent=1, default=str))
+        atomic_write_json(Path(experiment_path, WARM_START_FILE), doc)
     states = {}
     for r, _ in kept:
         states[r["state"]] = states.get(r["state"], 0) + 1

@@ -1,0 +1,122 @@
+"""Ray Tune callbacks of a search: progress lines for the user, and the trial table kept current.
+
+    callbacks = [ProgressPrinter(num_samples, echo), TrialsTableWriter(spec.trainer.to_dict())]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ray.tune import Callback
+
+from tune.config import METRIC
+from tune.experiment import put_text
+from tune.schedulers import stopped_early
+
+log = logging.getLogger(__name__)
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    parts = []
+    for key, value in sorted(params.items()):
+        short = key.rsplit(".", 1)[-1] if not key.startswith("phase") else key.replace("phase", "p").replace(".learning_rate", ".lr")
+        parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
+    return " ".join(parts)
+
+
+class ProgressPrinter(Callback):
+    """Concise progress lines: trial starts and ends, retries, counts and the best so far."""
+
+    def __init__(self, total: int, echo: Callable[[str], None] = print):
+        self.total = total
+        self.echo = echo
+        self.started = time.time()
+        self.best: tuple[float, str, int] | None = None
+
+    def _line(self, text: str) -> None:
+        elapsed = int(time.time() - self.started)
+        self.echo(f"[{elapsed // 60:3d}m{elapsed % 60:02d}s] {text}")
+
+    def _counts(self, trials, ending=None, ending_status: str = "TERMINATED") -> str:
+        counts = {"running": 0, "pending": 0, "stopped": 0, "finished": 0, "errored": 0}
+        for trial in trials:
+            status = ending_status if trial is ending else trial.status
+            if status == "TERMINATED":
+                counts["stopped" if stopped_early(trial.last_result) else "finished"] += 1
+            elif status == "ERROR":
+                counts["errored"] += 1
+            elif status in ("RUNNING", "PENDING"):
+                counts[status.lower()] += 1
+        text = ", ".join(f"{v} {k}" for k, v in counts.items())
+        best = f" | best {self.best[0]:.4f} ({self.best[1]}, epoch {self.best[2]})" if self.best else ""
+        return f"{text} of {self.total}{best}"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._line(f"{trial.trial_id} started: {_fmt_params(trial.config)}")
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self._line(f"{trial.trial_id} continues from its checkpoint")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(METRIC)
+        # ties go to the lower trial id (tune.results.rank_by_score first prefers more epochs run)
+        if value is not None and (self.best is None or (value, self.best[1]) > (self.best[0], trial.trial_id)):
+            self.best = (float(value), trial.trial_id, int(result.get("training_iteration", 0)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        epochs, value = last.get("training_iteration"), last.get(METRIC, float("nan"))
+        what = f"stopped by ASHA at epoch {epochs}" if stopped_early(last) else f"finished after {epochs} epochs"
+        self._line(f"{trial.trial_id} {what}: val_accuracy {value:.4f}")
+        self._line(self._counts(trials, trial))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._line(f"{trial.trial_id} failed ({trial.num_failures} so far); retrying from its last checkpoint")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(f"{trial.trial_id} errored after {trial.num_failures} failures; the search goes on")
+        self._line(self._counts(trials, trial, "ERROR"))
+
+
+class TrialsTableWriter(Callback):
+    """Rewrites trials.csv and best_config.yaml in the experiment folder as trials end."""
+
+    def __init__(self, base: dict[str, Any]):
+        self.base = base
+
+    def _write(self, trials) -> None:
+        if not trials:
+            return
+        try:
+            write_outputs(trials, self.base, trials[0].storage)
+        except Exception as err:  # noqa: BLE001 - a table write must never stop the search
+            log.warning("could not write trials.csv: %s", err)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._write(trials)
+
+    def on_experiment_end(self, trials, **info):
+        self._write(trials)
+
+
+def write_outputs(trials, base: dict[str, Any], storage) -> None:
+    """trials.csv and best_config.yaml from Ray's Trial objects."""
+    import tempfile
+
+    from gic.config import TrainConfig
+
+    from tune.results import BEST_CONFIG, TRIALS_CSV, round_metrics, rows_from_trials, table, write_best_config
+
+    frame = table(rows_from_trials(trials))
+    put_text(storage, TRIALS_CSV, round_metrics(frame).to_csv(index=False))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_best_config(TrainConfig.model_validate(base), frame, tmp,
+                                 shown_path=f"{storage.experiment_fs_path}/{BEST_CONFIG}")
+        if path is not None:
+            put_text(storage, BEST_CONFIG, Path(path).read_text())
