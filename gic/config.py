@@ -10,6 +10,8 @@ allowed.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,10 +149,10 @@ class TrainConfig(_Strict):
     def with_overrides(self, overrides: dict[str, Any] | list[str]) -> "TrainConfig":
         """A copy with dotted-key overrides applied and validated."""
         raw = self.to_dict()
-        items = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        items = parse_overrides(overrides, known=config_keys()) if isinstance(overrides, list) else overrides
         for key, value in items.items():
             set_dotted(raw, key, value)
-        return validate_config(raw)
+        return validate_config(raw, overrides=items)
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -167,13 +169,84 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`["a.b=3", "c=none"]` -> `{"a.b": 3, "c": "none"}`; values are parsed as YAML scalars."""
+def config_keys(tree: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key of a config tree, sections and leaves: `seed`, `data`, `data.dir`, ...
+
+    Args:
+        tree: a config as a plain dict [default: the trainer's defaults, `TrainConfig().to_dict()`].
+        prefix: put before every key (`trainer.`).
+    """
+    tree = TrainConfig().to_dict() if tree is None else tree
+    keys = []
+    for key, value in tree.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys += config_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def closest_key(key: str, known: Iterable[str]) -> str | None:
+    """The valid key that a misspelt dotted `key` most likely meant, or None (difflib).
+
+    Tried in order: a sibling with a similar name (`phase1.epoch` -> `phase1.epochs`), a similar
+    dotted key (`dta.dir` -> `data.dir`), then a similar name in another section (`dropout` ->
+    `model.dropout_rate`, `phase1.dropout_rate` -> `model.dropout_rate`). A section that holds `key`
+    is never suggested for it (`phase1.lr` does not mean `phase1`).
+    """
+    known = [k for k in known if not key.startswith(f"{k}.") and k != key]
+    parent, _, leaf = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    match = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+    if match:
+        return siblings[match[0]]
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if match:
+        return match[0]
+    by_leaf: dict[str, str] = {}
+    for k in known:
+        by_leaf.setdefault(k.rpartition(".")[2], k)
+    match = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.7)
+    return by_leaf[match[0]] if match else None
+
+
+def unknown_key_message(key: str, known: Iterable[str], source: str | None = None) -> str:
+    """One line for an unknown dotted `key`, with the closest valid key when there is one.
+
+    `source` None means the key came from `--set`: `--set phase1.epoch: unknown key; did you mean
+    phase1.epochs?`; otherwise it names the file: `c.yaml: unknown key 'phase1.epoch'; did you mean
+    phase1.epochs?`. Without a close key, the valid keys of its section are listed.
+    """
+    known = list(known)
+    hint = closest_key(key, known)
+    if hint is not None:
+        tail = f"; did you mean {hint}?"
+    else:
+        parent = key.rpartition(".")[0]
+        level = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
+        where = f"{parent} has" if parent in known else "expected one of"
+        tail = f"; {where} {', '.join(level)}" if level else ""
+    return f"--set {key}: unknown key{tail}" if source is None else f"{source}: unknown key {key!r}{tail}"
+
+
+def parse_overrides(pairs: list[str], known: Iterable[str] | None = None) -> dict[str, Any]:
+    """`["a.b=3", "c=none"]` -> `{"a.b": 3, "c": "none"}`; values are parsed as YAML scalars.
+
+    Args:
+        pairs: `key=value` strings, as given to `--set`.
+        known: the valid dotted keys (`config_keys()`); when given, an unknown key is refused with
+            the closest valid one (`--set phase1.epoch: unknown key; did you mean phase1.epochs?`).
+
+    Raises:
+        ConfigError: a pair without `=`, or an unknown key.
+    """
+    known = None if known is None else list(known)
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {pair!r}: expected key=value, e.g. phase1.epochs=5")
+        if known is not None and key.strip() not in known:
+            raise ConfigError(unknown_key_message(key.strip(), known))
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
@@ -187,26 +260,48 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def format_validation_error(err: ValidationError, source: str = "config") -> str:
-    """The first problem of a pydantic error as one line: `file: key = value: what is allowed`."""
+def format_validation_error(err: ValidationError, source: str = "config", known: Iterable[str] | None = None,
+                            prefix: str = "", overrides: Iterable[str] = ()) -> str:
+    """The first problem of a pydantic error as one line: `file: key = value: what is allowed`.
+
+    An unknown key gets the closest valid one: `file: unknown key 'phase1.epoch'; did you mean
+    phase1.epochs?`, or `--set phase1.epoch: unknown key; ...` when it lies under an `overrides` key.
+
+    Args:
+        err: the error of validating a mapping.
+        source: where the mapping came from (a file name).
+        known: the model's valid dotted keys [default: the trainer's, `config_keys()`].
+        prefix: the section the model sits in (`search`): put before every key named.
+        overrides: the `--set` keys applied to the mapping, to tell where an unknown key came from.
+    """
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    key = ".".join([*([prefix] if prefix else []), *(str(p) for p in first["loc"])]) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key {key!r}"
+        known = config_keys() if known is None else known
+        known = [f"{prefix}.{k}" for k in known] if prefix else known
+        from_set = any(key == o or key.startswith(f"{o}.") for o in overrides)
+        return unknown_key_message(key, known, None if from_set else source)
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" = {value!r}"
     return f"{source}: {key}{shown}: {msg}"
 
 
-def validate_config(raw: Any, source: str = "config") -> TrainConfig:
-    """Validate a plain mapping into a TrainConfig, raising ConfigError with one line."""
+def validate_config(raw: Any, source: str = "config", overrides: Iterable[str] = ()) -> TrainConfig:
+    """Validate a plain mapping into a TrainConfig, raising ConfigError with one line.
+
+    Args:
+        raw: the mapping (a file's content with `--set` overrides applied).
+        source: the file it came from, named in errors.
+        overrides: the `--set` keys applied to it: an unknown key under one of them is named as
+            `--set KEY`, not as the file's.
+    """
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
     try:
         return TrainConfig.model_validate(raw or {})
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source, overrides=overrides)) from None
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -226,7 +321,13 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults <- YAML file <- `--set` overrides, validated once at the end."""
+    """Defaults <- YAML file <- `--set` overrides, validated once at the end.
+
+    Raises:
+        ConfigError: one line naming the file or the `--set` key; an unknown key comes with the
+            closest valid one (`--set phase1.epoch: unknown key; did you mean phase1.epochs?`).
+    """
+    sets = parse_overrides(overrides or [], known=config_keys())  # before reading the file: a typo is cheap
     raw: dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -235,9 +336,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(loaded).__name__}")
         raw = loaded or {}
-    for key, value in parse_overrides(overrides or []).items():
+    for key, value in sets.items():
         set_dotted(raw, key, value)
-    return validate_config(raw, source)
+    return validate_config(raw, source, overrides=sets)
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

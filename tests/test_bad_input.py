@@ -20,7 +20,7 @@ traceback reaches a terminal. "here" cases are tested in this file; the others b
 | 10 | huge image (10000x10000 PNG, 150 kB)   | gic train                                                     | error: FILE: image too large to decode safely (10000x10000 px, ...)   | here; big JPEGs decode at reduced scale: test_data.py::test_decode_big_jpeg_uses_draft_and_bombs_are_refused |
 | 11 | duplicates across splits (leakage)     | gic data check D                                              | error: FILE: same content in several splits (leakage): ... ; exit 2   | here |
 | 12 | grayscale, RGBA, CMYK, palette, 16-bit, 1x1 images; a folder symlink loop | gic data check D; gic train | exit 0; `warning: FILE: <mode> image, converted ...` / `tiny image` | here |
-| 13 | unknown key                            | gic-tune run --set search.max_concurent=2                     | error: FILE: unknown key 'search.max_concurent'                       | here (+ subprocess); trainer keys: test_cli_train.py, test_config.py |
+| 13 | unknown key                            | gic-tune run --set search.max_concurent=2                     | error: --set search.max_concurent: unknown key; did you mean search.max_concurrent? (in a file: error: FILE: unknown key 'KEY'; did you mean ...) | here (+ subprocess); trainer keys and files: test_cli_train.py, test_config.py |
 | 14 | wrong type                             | gic train --set phase1.epochs=many                            | error: FILE: phase1.epochs = 'many': Input should be a valid integer  | here |
 | 15 | out-of-range value                     | gic-tune run --set trainer.phase2.unfreeze_layers=14          | error: FILE: trainer.phase2.unfreeze_layers = 14: ... less than or equal to 13 | here |
 | 16 | empty search range                     | gic-tune run --set space.model.dropout_rate.low=0.3 (high 0.3) | error: FILE: space.model.dropout_rate: empty or inverted range ...   | here |
@@ -291,7 +291,6 @@ def search_file(env):
 
 
 TUNE_CONFIG_ERRORS = [
-    (["search.max_concurent=2"], "unknown key 'search.max_concurent'"),
     (["trainer.phase2.unfreeze_layers=14"], "trainer.phase2.unfreeze_layers = 14"),
     (["space.model.dropout_rate.low=0.3", "space.model.dropout_rate.high=0.3"], "space.model.dropout_rate: empty or inverted range"),
     (["space.model.dropout_rate.low=0.5", "space.model.dropout_rate.high=0.2"], "space.model.dropout_rate: empty or inverted range"),
@@ -307,6 +306,13 @@ def test_bad_search_settings_are_one_line_and_start_nothing(sets, message, searc
     args = [a for s in sets for a in ("--set", s)]
     result = run_tune("run", "--config", search_file, *args)
     assert_one_error(result, search_file, message)
+    assert not (tmp / "results").exists()
+
+
+def test_an_unknown_search_key_names_the_option_and_the_closest_key(search_file, env):
+    tmp, _, _ = env
+    result = run_tune("run", "--config", search_file, "--set", "search.max_concurent=2")
+    assert_one_error(result, "--set search.max_concurent: unknown key; did you mean search.max_concurrent?")
     assert not (tmp / "results").exists()
 
 
@@ -456,7 +462,7 @@ def test_no_traceback_reaches_the_terminal(env, search_file):
          "corrupt.jpg: not a readable image"),
         (_subprocess("gic.cli", "train", "--config", cfg, "--out", blocker / "out", cwd=tmp), "not writable"),
         (_subprocess("tune.cli", "run", "--config", search_file, "--set", "search.max_concurent=2", cwd=tmp),
-         "unknown key 'search.max_concurent'"),
+         "--set search.max_concurent: unknown key; did you mean search.max_concurrent?"),
     ]
     for done, message in runs:
         assert done.returncode == 2, done.stderr

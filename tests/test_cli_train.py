@@ -56,7 +56,7 @@ def test_predict_prints_label_and_probability(trained, synth_dir):
 @pytest.mark.parametrize("args, message", [
     (["train", "--config", "missing.yaml"], "missing.yaml: no such config file"),
     (["train", "--config", "{cfg}", "--set", "model.dropout_rate=2"], "model.dropout_rate = 2"),
-    (["train", "--config", "{cfg}", "--set", "nonsense=1"], "unknown key 'nonsense'"),
+    (["train", "--config", "{cfg}", "--set", "nonsense=1"], "--set nonsense: unknown key"),
     (["train", "--config", "{cfg}", "--set", "data.dir=/nonexistent/x", "--out", "{tmp}/o"], "/nonexistent/x"),
     (["predict", "{tmp}/nope.keras", "a.jpg"], "nope.keras: no such model file"),
 ])

@@ -47,7 +47,6 @@ def test_overrides_and_round_trip(tmp_path):
     ("phase2.learning_rate=-1e-5", "phase2.learning_rate = -1e-05"),
     ("data.batch_size=0", "data.batch_size = 0"),
     ("phase1.epochs=many", "phase1.epochs = 'many'"),
-    ("model.colour=red", "unknown key 'model.colour'"),
     ("phase1.optimizer=adagrad", "phase1.optimizer = 'adagrad'"),
     ("model.augmentation=wild", "unknown preset 'wild'"),
 ])
@@ -72,3 +71,65 @@ def test_file_errors(tmp_path):
         load_config(None, ["phase1.epochs"])
     (tmp_path / "empty.yaml").write_text("")
     assert load_config(tmp_path / "empty.yaml") == TrainConfig()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("phase1.epoch=3", "--set phase1.epoch: unknown key; did you mean phase1.epochs?"),
+    ("dropout=0.3", "--set dropout: unknown key; did you mean model.dropout_rate?"),
+    ("phase1.dropout_rate=0.3", "did you mean model.dropout_rate?"),  # the right name in the wrong section
+    ("model.augmentation.rotate=0.1", "did you mean model.augmentation.rotation?"),
+    ("model.colour=red", "--set model.colour: unknown key; model has weights, dense_units"),  # nothing close
+    ("phase1.lr=0.1", "--set phase1.lr: unknown key; phase1 has epochs"),  # never the section itself
+])
+def test_an_unknown_set_key_names_the_option_and_the_closest_valid_key(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "demo-train.yaml", [override])
+    assert expected in str(err.value) and str(err.value).startswith("--set ")
+    assert "\n" not in str(err.value) and "demo-train.yaml" not in str(err.value)
+
+
+def test_an_unknown_key_in_a_file_names_the_file_and_the_closest_valid_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("phase1: {epoch: 3}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert str(err.value) == f"{cfg}: unknown key 'phase1.epoch'; did you mean phase1.epochs?"
+    # a section given whole by --set is the option's, not the file's
+    with pytest.raises(ConfigError, match=r"^--set phase2\.epoch: unknown key; did you mean phase2\.epochs\?$"):
+        load_config(None, ["phase2={epoch: 1}"])
+    # `with_overrides` (gic-tune retrain --set) refuses the same way
+    with pytest.raises(ConfigError, match=r"^--set seeed: unknown key; did you mean seed\?$"):
+        TrainConfig().with_overrides(["seeed=1"])
+
+
+def test_an_unknown_key_in_a_search_file_names_the_file_or_option_and_the_closest_valid_key(tmp_path):
+    import yaml
+
+    from tune.config import load_search_config
+    from tune.testing import tiny_search
+
+    def error(edit=None, sets=(), base=None):
+        raw = tiny_search(tmp_path / "data", tmp_path / "results")
+        if edit:
+            edit(raw)
+        (tmp_path / "search.yaml").write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError) as err:
+            load_search_config(tmp_path / "search.yaml", list(sets))
+        return str(err.value)
+
+    path = tmp_path / "search.yaml"
+    assert error(sets=["search.max_concurent=2"]) == \
+        "--set search.max_concurent: unknown key; did you mean search.max_concurrent?"
+    assert error(sets=["trainer.phase1.epoch=3"]).endswith("did you mean trainer.phase1.epochs?")
+    assert error(sets=["num_samples=3"]).endswith("did you mean search.num_samples?")
+    assert error(sets=["space.model.dropout_rate.hgh=0.3"]).endswith("did you mean space.model.dropout_rate.high?")
+    assert error(lambda r: r["trainer"]["phase1"].update(epoch=3)) == \
+        f"{path}: unknown key 'trainer.phase1.epoch'; did you mean trainer.phase1.epochs?"
+    assert error(lambda r: r["search"]["resources_per_trial"].update(gpus=1)) == \
+        f"{path}: unknown key 'search.resources_per_trial.gpus'; did you mean search.resources_per_trial.gpu?"
+    assert error(lambda r: r["space"]["model"].update(dropout={"low": 0.1, "high": 0.2})) == \
+        f"{path}: unknown key 'space.model.dropout'; did you mean space.model.dropout_rate?"
+    assert error(lambda r: r.update(serach={})) == f"{path}: unknown key 'serach'; did you mean search?"
+    (tmp_path / "base.yaml").write_text("phase2: {unfreeze: 2}\n")  # in the base file: that file is named
+    assert error(lambda r: r.update(base="base.yaml")) == \
+        f"{tmp_path / 'base.yaml'}: unknown key 'phase2.unfreeze'; did you mean phase2.unfreeze_layers?"

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gic.config import TrainConfig, parse_overrides, read_yaml, set_dotted
+from gic.config import (TrainConfig, config_keys, format_validation_error, parse_overrides, read_yaml, set_dotted,
+                        unknown_key_message)
 from gic.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tune.space import SearchSpace, parse_space
+from tune.space import DIMENSION_KEYS, STRENGTH_KEY, SearchSpace, parse_space
 
 METRIC, MODE = "val_accuracy", "max"
 TOP_LEVEL_KEYS = ("base", "trainer", "space", "search")
@@ -146,11 +147,52 @@ def cpu_threads(cpu: float) -> int:
     return max(1, math.floor(cpu + 1e-9))
 
 
+def search_file_keys() -> list[str]:
+    """Every dotted key a search file (and `--set`) may name: `base`, `trainer.<trainer key>`,
+    `search.<setting>`, and `space.<trainer key or augmentation_strength>`, optionally followed by a
+    dimension key (`space.model.dropout_rate.high`)."""
+    trainer = config_keys()
+    dimensions = [*trainer, STRENGTH_KEY]
+    return [*TOP_LEVEL_KEYS, *(f"trainer.{k}" for k in trainer),
+            *(f"search.{k}" for k in config_keys(SearchSettings().model_dump(mode="json"))),
+            *(f"space.{k}" for k in dimensions),
+            *(f"space.{k}.{d}" for k in dimensions for d in sorted(DIMENSION_KEYS))]
+
+
+def _check_set_key(key: str, known: list[str]) -> None:
+    """Refuse a `--set` key that the search file has no place for, with the closest valid key."""
+    if key in known:
+        return
+    top = key.split(".", 1)[0]
+    section = [k for k in known if k.startswith(f"{top}.")] if top in TOP_LEVEL_KEYS else known
+    raise ConfigError(unknown_key_message(key, section or known))
+
+
+def _space_names(raw: dict[str, Any], prefix: str = ""):
+    """The dotted names of a raw space's entries (a mapping with dimension keys is one entry)."""
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and not set(value) & DIMENSION_KEYS:
+            yield from _space_names(value, f"{name}.")
+        else:
+            yield name
+
+
+def _check_space_names(space: Any, path: Path) -> None:
+    """Refuse a space entry that names no trainer key, with the closest valid one."""
+    if not isinstance(space, dict):
+        return  # parse_space says what a space must be
+    valid = [*config_keys(), STRENGTH_KEY]
+    for name in _space_names(space):
+        if name not in valid:
+            raise ConfigError(unknown_key_message(f"space.{name}", [f"space.{k}" for k in valid], str(path)))
+
+
 def _apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
+    known = search_file_keys()
     for key, value in parse_overrides(overrides).items():
+        _check_set_key(key, known)
         top = key.split(".", 1)[0]
-        if top not in TOP_LEVEL_KEYS:
-            raise ConfigError(f"--set {key}: expected a key under {', '.join(TOP_LEVEL_KEYS)}, e.g. search.num_samples=4")
         if top == "base":
             raw["base"] = value
             continue
@@ -164,7 +206,8 @@ def load_search_config(path: str | Path, overrides: list[str] | None = None) -> 
     """Read and validate a search file (`base` + `trainer` + `space` + `search`) plus `--set` overrides.
 
     Raises:
-        ConfigError: one line naming the file and key.
+        ConfigError: one line naming the file (or the `--set` key) and the key; an unknown key comes
+            with the closest valid one (`did you mean search.max_concurrent?`).
     """
     path = Path(path)
     raw = read_yaml(path)
@@ -175,9 +218,10 @@ def load_search_config(path: str | Path, overrides: list[str] | None = None) -> 
     _apply_overrides(raw, overrides or [])
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; expected {', '.join(TOP_LEVEL_KEYS)}")
+        raise ConfigError(unknown_key_message(str(unknown[0]), TOP_LEVEL_KEYS, str(path)))
 
     trainer_raw: dict[str, Any] = {}
+    base_path = None
     if raw.get("base") is not None:
         if not isinstance(raw["base"], str):
             raise ConfigError(f"{path}: base = {raw['base']!r}: expected the path of a trainer YAML")
@@ -189,12 +233,18 @@ def load_search_config(path: str | Path, overrides: list[str] | None = None) -> 
     trainer_over = raw.get("trainer") or {}
     if not isinstance(trainer_over, dict):
         raise ConfigError(f"{path}: trainer: expected a mapping of trainer keys")
+    own = [key for key, _ in _flat_items(trainer_over)]
     for key, value in _flat_items(trainer_over):
         set_dotted(trainer_raw, key, value)
     try:
         trainer = TrainConfig.model_validate(trainer_raw)
     except ValidationError as err:
-        raise ConfigError(_section_error(err, path, "trainer")) from None
+        # A key the search file does not set came from its base file: name that file.
+        loc = ".".join(str(p) for p in err.errors()[0]["loc"])
+        ours = base_path is None or any(loc == k or loc.startswith(f"{k}.") or k.startswith(f"{loc}.") for k in own)
+        line = format_validation_error(err, str(path), prefix="trainer") if ours else \
+            format_validation_error(err, str(base_path))
+        raise ConfigError(line) from None
 
     search_raw = raw.get("search") or {}
     if not isinstance(search_raw, dict):
@@ -202,8 +252,10 @@ def load_search_config(path: str | Path, overrides: list[str] | None = None) -> 
     try:
         search = SearchSettings.model_validate(search_raw)
     except ValidationError as err:
-        raise ConfigError(_section_error(err, path, "search")) from None
+        known = config_keys(SearchSettings().model_dump(mode="json"))
+        raise ConfigError(format_validation_error(err, str(path), known=known, prefix="search")) from None
 
+    _check_space_names(raw.get("space"), path)
     try:
         space = parse_space(raw.get("space"), trainer)
     except ConfigError as err:
@@ -218,17 +270,6 @@ def load_search_config(path: str | Path, overrides: list[str] | None = None) -> 
     if search.grace_period > spec.max_t:
         raise ConfigError(f"{path}: search.grace_period = {search.grace_period}: expected at most E1+E2 = {spec.max_t}")
     return spec
-
-
-def _section_error(err: ValidationError, path: Path, section: str) -> str:
-    """`file: section.key = value: what is allowed` for the first problem of a section."""
-    first = err.errors()[0]
-    key = ".".join([section, *(str(p) for p in first["loc"])])
-    if first["type"] == "extra_forbidden":
-        return f"{path}: unknown key {key!r}"
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" = {value!r}"
-    return f"{path}: {key}{shown}: {first['msg'].removeprefix('Value error, ')}"
 
 
 def _flat_items(raw: dict[str, Any], prefix: str = ""):
