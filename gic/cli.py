@@ -9,9 +9,11 @@ User mistakes print one line (`error: ...`) and exit with code 2; no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -37,13 +39,38 @@ def user_errors(fn):
     return wrapper
 
 
+@contextlib.contextmanager
+def warnings_as_lines():
+    """Within the block, show each UserWarning as one `warning: MESSAGE` line on stderr.
+
+    Python would print `FILE:LINE: UserWarning: MESSAGE` and the source line that raised it; the
+    data loader's warnings (skip summaries, a bad image skipped, an unwritable cache) are meant for
+    the user, who needs the message alone. Other categories are shown as Python shows them.
+    """
+    with warnings.catch_warnings():
+        # Each distinct warning once per command, even when an earlier command in this process said it.
+        warnings.simplefilter("default", UserWarning)
+        python_way = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, UserWarning):
+                click.echo(f"warning: {' '.join(str(message).splitlines())}", err=True)
+            else:
+                python_way(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 class OneLineErrors(click.Group):
     """A command group whose usage errors (a bad option value, a missing argument, an unknown
-    command) are one `error:` line naming the command, with exit code 2, like every other user error."""
+    command) are one `error:` line naming the command, with exit code 2, like every other user error.
+    Warnings for the user are one `warning:` line each (`warnings_as_lines`)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with warnings_as_lines():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as err:
             where = f"{err.ctx.command_path}: " if getattr(err, "ctx", None) is not None else ""
             hint = " (see --help)" if isinstance(err, click.UsageError) else ""
@@ -80,17 +107,9 @@ def data() -> None:
 @user_errors
 def data_download(dest: Path, dataset: str) -> None:
     """Download the Kaggle dataset (credentials: ~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)."""
-    import warnings
-
     from gic.data import download_kaggle
 
-    with warnings.catch_warnings(record=True) as caught:  # e.g. kaggle.json readable by others: one line each
-        warnings.simplefilter("always", UserWarning)
-        try:
-            out = download_kaggle(dest, dataset=dataset)
-        finally:
-            for w in caught:
-                click.echo(f"warning: {w.message}", err=True)
+    out = download_kaggle(dest, dataset=dataset)  # a kaggle.json readable by others: a `warning:` line
     click.echo(f"downloaded {dataset} to {out}")
 
 
