@@ -317,22 +317,74 @@ def run_training(cfg, out: Path, resume: Path | None = None, threads: int | None
 # ------------------------------------------------------------------------------------ predict
 @main.command("predict")
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the predictions to this file instead of the terminal; the format follows its "
+                   "extension (.csv, .json, .tsv) unless --format says.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default=None,
+              help="table (tab-separated, with a header), csv or json [default: by --out's extension, else table].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images decoded and predicted together (one model.predict per batch).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="Label women when p_women >= THRESHOLD, else men.")
 @user_errors
-def predict_cmd(model_path: Path, images: tuple[Path, ...]) -> None:
-    """Print each image's predicted label and its probability (model loaded in Keras safe mode)."""
-    import numpy as np
+def predict_cmd(model_path: Path, paths: tuple[Path, ...], out: Path | None, fmt: str | None, batch_size: int,
+                threshold: float) -> None:
+    """Predict men or women for image files and folders with a trained model.
 
-    from gic.data import CLASS_NAMES, decode_image
+    MODEL is a .keras file written by `gic train` or `gic-tune retrain`, loaded in Keras' safe mode
+    (a model holding code, such as a Lambda layer, is refused). Each PATH is an image file or a
+    folder, read recursively: every file whose extension Pillow decodes, hidden files and links to
+    folders skipped (what the training data loader reads).
+
+    Prints a header (file, label, p_men, p_women, threshold), then one row per image as its batch is
+    done. A file that cannot be read is named on stderr and the others go on; the exit code is then 2.
+
+    \b
+    Examples:
+      gic predict results/train/demo-train/model.keras photo1.jpg photo2.jpg
+      gic predict model.keras photos/ --out predictions.csv --batch-size 64
+    """
+    from gic.errors import ModelError
     from gic.model import load_model
+    from gic.predict import (COLUMNS, Failure, collect_images, input_size, output_format, predict_files, render,
+                             table_line)
 
+    fmt = output_format(out, fmt)
     model = load_model(model_path)
-    size = int(model.input_shape[1])
-    batch = np.stack([decode_image(path, size) for path in images])
-    probs = np.asarray(model.predict(batch, verbose=0)).ravel()
-    for path, p in zip(images, probs):
-        label = CLASS_NAMES[int(p >= 0.5)]
-        click.echo(f"{path}\t{label}\t{max(p, 1 - p):.4f}")
+    try:
+        input_size(model)
+    except ModelError as err:
+        raise ModelError(f"{model_path}: {err}") from None
+    files, failures = collect_images(paths)
+    unfound = len(failures)  # PATHs that name nothing or an empty folder
+    for failure in failures:
+        click.echo(f"error: {failure.error}", err=True)
+    stream = fmt == "table" and out is None  # rows on the terminal as batches finish
+    if stream and files:
+        click.echo(table_line(COLUMNS))
+    predictions = []
+    for item in predict_files(model, files, batch_size=batch_size, threshold=threshold):
+        if isinstance(item, Failure):
+            failures.append(item)
+            click.echo(f"error: {item.error}", err=True)
+        elif stream:
+            click.echo(table_line(item.row().values()))
+        else:
+            predictions.append(item)
+    if not stream:
+        text = render(predictions, failures, fmt, model_path, threshold)
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            from gic.files import atomic_write_text
+
+            atomic_write_text(out, text)
+            counts = ", ".join(f"{sum(p.label == name for p in predictions)} {name}" for name in ("men", "women"))
+            click.echo(f"wrote {out}: {len(predictions)} images ({counts})")
+    if failures:
+        click.echo(f"error: {len(failures)} of {len(files) + unfound} path(s) not predicted (named above)", err=True)
+        sys.exit(2)
 
 
 # -------------------------------------------------------------------------------------- bench

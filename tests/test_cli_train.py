@@ -47,10 +47,10 @@ def test_predict_prints_label_and_probability(trained, synth_dir):
     images = sorted((synth_dir / "test" / "men").iterdir())[:2]
     result = CliRunner().invoke(main, ["predict", str(run / "model.keras"), *map(str, images)])
     assert result.exit_code == 0, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 2
-    path, label, prob = lines[0].split("\t")
-    assert path == str(images[0]) and label in ("men", "women") and 0.5 <= float(prob) <= 1.0
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 + 2 and lines[0] == "file\tlabel\tp_men\tp_women\tthreshold"  # more: test_predict.py
+    path, label, p_men, p_women, _ = lines[1].split("\t")
+    assert path == str(images[0]) and label in ("men", "women") and float(p_men) + float(p_women) == pytest.approx(1, abs=2e-4)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -26,7 +26,7 @@ def test_retrain_best_with_baseline_writes_a_loadable_model_and_test_metrics(tin
     image = sorted((synth_dir / "test" / "women").iterdir())[0]
     predicted = CliRunner().invoke(gic_main, ["predict", str(run / "model.keras"), str(image)])
     assert predicted.exit_code == 0, predicted.output
-    assert predicted.output.split("\t")[1] in ("men", "women")
+    assert predicted.stdout.splitlines()[1].split("\t")[1] in ("men", "women")  # after the header
     table = (out / "comparison.md").read_text()
     assert f"tuned: best-{best}" in table and "seed recipe (configs/baseline.yaml)" in table
     baseline = json.loads((out / "baseline" / "seed0" / "metrics.json").read_text())
