@@ -92,13 +92,28 @@ def main() -> None:
 
     The data flow is config -> data -> model -> two-phase trainer -> metrics. Start with
     `gic data synth` (no download needed) or `gic data download` + `gic data prepare`.
+    `gic COMMAND --help` describes each command. The search over this trainer is `gic-tune`.
+
+    \b
+    Examples:
+      gic train --config configs/demo-train.yaml      # ~1 minute on 2 cores, synthetic data
+      gic predict results/train/demo-train/model.keras photo.jpg
     """
 
 
 # --------------------------------------------------------------------------------------- data
 @main.group()
 def data() -> None:
-    """Get, prepare, generate and check image folders (split/class/image layout)."""
+    """Get, prepare, generate and check image folders (split/class/image layout).
+
+    A prepared folder is {train,validation,test}/{men,women}/ with images in any format Pillow
+    decodes, in sub-folders too.
+
+    \b
+    Examples:
+      gic data synth --dest data/synth --per-class 160 --size 64
+      gic data check data/synth
+    """
 
 
 @data.command("download")
@@ -106,7 +121,16 @@ def data() -> None:
 @click.option("--dataset", default="saadpd/menwomen-classification", show_default=True, help="Kaggle dataset slug.")
 @user_errors
 def data_download(dest: Path, dataset: str) -> None:
-    """Download the Kaggle dataset (credentials: ~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)."""
+    """Download and extract a Kaggle dataset (the seed's men/women photos by default, ~806 MB).
+
+    Credentials come from KAGGLE_USERNAME and KAGGLE_KEY, or ~/.kaggle/kaggle.json (chmod 600); the
+    key is never printed. Archive members that would land outside DEST are refused.
+
+    \b
+    Examples:
+      gic data download --dest data/menwomen-raw
+      gic data download --dest data/other-raw --dataset OWNER/DATASET   # any Kaggle dataset slug
+    """
     from gic.data import download_kaggle
 
     out = download_kaggle(dest, dataset=dataset)  # a kaggle.json readable by others: a `warning:` line
@@ -116,13 +140,25 @@ def data_download(dest: Path, dataset: str) -> None:
 @data.command("prepare")
 @click.option("--raw", type=click.Path(path_type=Path), required=True, help="The downloaded (extracted) dataset.")
 @click.option("--dest", type=click.Path(path_type=Path), required=True, help="Output folder: {train,validation,test}/{men,women}.")
-@click.option("--val-per-class", default=200, show_default=True, type=click.IntRange(min=0))
-@click.option("--train-per-class", default=799, show_default=True, type=click.IntRange(min=1))
-@click.option("--test-per-class", default=400, show_default=True, type=click.IntRange(min=0))
+@click.option("--val-per-class", default=200, show_default=True, type=click.IntRange(min=0),
+              help="Validation images per class, taken first from traindata.")
+@click.option("--train-per-class", default=799, show_default=True, type=click.IntRange(min=1),
+              help="Training images per class, the next ones from traindata.")
+@click.option("--test-per-class", default=400, show_default=True, type=click.IntRange(min=0),
+              help="Test images per class, from testdata.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the shuffle (names are sorted first).")
 @user_errors
 def data_prepare(raw: Path, dest: Path, val_per_class: int, train_per_class: int, test_per_class: int, seed: int) -> None:
-    """Build the seed split: validation, then train from traindata; test from testdata."""
+    """Build the seed split: validation, then train from traindata; test from testdata.
+
+    Names are sorted, then shuffled with SEED, so the split is the same on every machine, and no
+    file is in two splits. DEST is written whole or not at all.
+
+    \b
+    Examples:
+      gic data prepare --raw data/menwomen-raw --dest data/menwomen
+      gic data prepare --raw data/menwomen-raw --dest data/small --train-per-class 100 --val-per-class 50
+    """
     from gic.data import prepare_split
 
     counts = prepare_split(raw, dest, val_per_class=val_per_class, train_per_class=train_per_class,
@@ -137,7 +173,15 @@ def data_prepare(raw: Path, dest: Path, val_per_class: int, train_per_class: int
 @click.option("--seed", default=0, show_default=True, help="Same seed, same images.")
 @user_errors
 def data_synth(dest: Path, per_class: int, size: int, seed: int) -> None:
-    """Generate a synthetic stand-in dataset with the seed's layout (deterministic per seed)."""
+    """Generate a synthetic stand-in dataset with the seed's layout (deterministic per seed).
+
+    No download: the same seed writes the same bytes, and hyperparameters matter on it.
+
+    \b
+    Examples:
+      gic data synth --dest data/synth
+      gic data synth --dest data/synth-64 --per-class 160 --size 64 --seed 1
+    """
     from gic.data import make_synthetic
 
     counts = make_synthetic(dest, per_class=per_class, size=size, seed=seed)
@@ -153,6 +197,11 @@ def data_check(root: Path) -> None:
     Errors: missing/extra split or class folders, empty classes, undecodable images, the same file
     in two splits (leakage). Warnings: images the loader converts, images under 32 px, class
     imbalance over 1.5x, stray files. Exits 2 on errors, 0 with warnings only.
+
+    \b
+    Examples:
+      gic data check data/menwomen
+      gic data check data/menwomen && gic train --config configs/baseline.yaml   # train only on a clean folder
     """
     from gic.data import check_dataset
 
@@ -390,7 +439,13 @@ def predict_cmd(model_path: Path, paths: tuple[Path, ...], out: Path | None, fmt
 # -------------------------------------------------------------------------------------- bench
 @main.group()
 def bench() -> None:
-    """Benchmarks that print figures: this trainer against the seed's pipeline, and the search."""
+    """Benchmarks that print figures: this trainer against the seed's pipeline, and the search.
+
+    \b
+    Examples:
+      gic bench train --data data/synth-64 --size 64 --epochs 2
+      gic bench search --num-samples 8
+    """
 
 
 @bench.command("train")
@@ -398,7 +453,7 @@ def bench() -> None:
               help="Image folder with {train,validation,test}/{men,women}.")
 @click.option("--size", type=click.IntRange(min=32), default=160, show_default=True, help="Image side in px.")
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Epochs per phase.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per step.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="The trainer's precision (the seed pipeline is always fp32).")
 @click.option("--weights", default="hed", show_default=True, help="VGG16 base weights: hed | imagenet | none | FILE.")
@@ -417,6 +472,11 @@ def bench_train_cmd(data_dir: Path, size: int, epochs: int, batch_size: int, pre
 
     Each (pipeline, phase) runs in its own process on the same data: phase 1 without augmentation
     (the trainer on cached base features), phase 1 with augmentation, then phase 2 (3 conv layers).
+
+    \b
+    Examples:
+      gic bench train --data data/synth-64 --size 64 --epochs 2
+      gic bench train --data data/menwomen --size 180 --epochs 3 --precision bf16 --only trainer
     """
     from gic.bench import bench_train, count_test_images, format_table
 
@@ -428,18 +488,27 @@ def bench_train_cmd(data_dir: Path, size: int, epochs: int, batch_size: int, pre
     click.echo(format_table(rows, bench_train.meta, size, epochs, n_test=count_test_images(data_dir)))
 
 
-@bench.command("search", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@bench.command("search", add_help_option=False,
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def bench_search_cmd(ctx: click.Context) -> None:
-    """The search benchmark: runs `gic-tune bench` with these arguments (see `gic-tune bench --help`).
+    """The search benchmark: `gic-tune bench` (a K-trial search and where its time went).
 
-    It lives in the search package (gic never imports tune); this command hands over to it.
+    It lives in the search package (gic never imports tune); this command hands its arguments over
+    to it, --help included.
     """
     import shutil
 
     exe = shutil.which("gic-tune")
     if exe is None:
         raise click.UsageError("gic-tune is not on PATH; install the package (pip install -e .)")
+    if any(arg in ("-h", "--help") for arg in ctx.args):
+        # The options are gic-tune bench's: show its help, under this command's name.
+        import subprocess
+
+        shown = subprocess.run([exe, "bench", "--help"], capture_output=True, text=True, check=False)
+        click.echo(shown.stdout.replace("gic-tune bench", "gic bench search"), nl=False)
+        return
     sys.stdout.flush()
     os.execv(exe, [exe, "bench", *ctx.args])
 

@@ -25,7 +25,16 @@ DEFAULT_CONFIG = Path("configs") / "demo.yaml"
 @click.group(cls=OneLineErrors, context_settings=CONTEXT)
 @click.version_option(package_name="gic-tune")
 def main() -> None:
-    """Search the VGG16 classifier's hyperparameters with Ray Tune, Optuna TPE and ASHA."""
+    """Search the VGG16 classifier's hyperparameters with Ray Tune, Optuna TPE and ASHA.
+
+    `run` searches; `trials`, `report` and `retrain` read an experiment folder (results/<name>/),
+    during the search or after it, with no Ray running. Each command's --help describes it.
+
+    \b
+    Examples:
+      gic-tune run                              # configs/demo.yaml: synthetic data, CPU, ~2 minutes
+      gic-tune trials results/demo --top 5 && gic-tune retrain results/demo
+    """
 
 
 @main.command("run")
@@ -43,7 +52,17 @@ def main() -> None:
 @user_errors
 def run(config_path: Path, name: str | None, address: str | None, num_samples: int | None, resume: bool,
         overrides: tuple[str, ...], warm_start: Path | None = None) -> None:
-    """Run a search; print progress; write trials.csv and best_config.yaml."""
+    """Run a search; print progress; write trials.csv and best_config.yaml.
+
+    Prints one line per event (a trial started, stopped by ASHA, finished, retried) with the counts
+    and the best so far, then a summary. Results go to <storage_path>/<name>/; Ctrl-C saves the
+    experiment and prints the --resume command.
+
+    \b
+    Examples:
+      gic-tune run --config configs/search.yaml --address auto
+      gic-tune run --num-samples 4 --set trainer.phase1.epochs=2 --set search.max_concurrent=1
+    """
     from tune.config import load_search_config
 
     sets = list(overrides)
@@ -90,7 +109,7 @@ def _echo(line: str) -> None:
 @click.option("--status", "statuses", multiple=True, metavar="S",
               help="Only these statuses: running, pending, stopped, finished, errored (repeatable or a,b).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
-              show_default=True)
+              show_default=True, help="table fits the terminal; parquet needs --output or a redirect.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout.")
 @user_errors
 def trials_cmd(results_dir: Path | None, sort_key: str | None, reverse: bool, top: int | None,
@@ -98,6 +117,11 @@ def trials_cmd(results_dir: Path | None, sort_key: str | None, reverse: bool, to
     """The trial table of RESULTS_DIR, read from disk (works during a run, and with no Ray running).
 
     With no RESULTS_DIR (or a folder of experiments), one line per experiment under results/.
+
+    \b
+    Examples:
+      gic-tune trials results/demo --top 5
+      gic-tune trials results/demo --status finished,stopped --format csv -o trials.csv
     """
     from tune.trials import (experiments_table, is_experiment, list_experiments, render, select,
                              trial_table)
@@ -135,7 +159,13 @@ def _emit(text: str | bytes, output: Path | None) -> None:
 @click.option("--no-study", is_flag=True, help="Skip the Optuna SQLite export (RESULTS_DIR/optuna_study.db).")
 @user_errors
 def report_cmd(results_dir: Path, out: Path | None, no_study: bool) -> None:
-    """Plots, summary.md and a self-contained report.html; the study as an Optuna SQLite file."""
+    """Plots, summary.md and a self-contained report.html; the study as an Optuna SQLite file.
+
+    \b
+    Examples:
+      gic-tune report results/demo
+      gic-tune report results/demo --out /tmp/demo-report --no-study
+    """
     from tune.report import make_report
 
     report = make_report(results_dir, out=out, export=not no_study)
@@ -207,6 +237,11 @@ def bench_cmd(config_path: Path, num_samples: int | None, name: str | None, no_s
 
     Wall time, the sum of trial times, K x one full trial alone, per-trial fixed overhead cold and
     warm, results/s and the share of slot time spent in epochs. `gic bench train` is the trainer's.
+
+    \b
+    Examples:
+      gic-tune bench --num-samples 8 --json bench.json
+      gic-tune bench --no-single --set search.debug.dry_run=true   # the search machinery alone
     """
     from tune.bench import bench_search, format_report, save_json
     from tune.config import load_search_config
@@ -233,8 +268,9 @@ def init_cmd(dest: Path, overwrite: bool) -> None:
     unless --overwrite.
 
     \b
-    Example:
+    Examples:
       gic-tune init && gic-tune run --config configs/demo.yaml --set search.num_samples=4
+      gic-tune init my-configs --overwrite
     """
     from gic.shipped import copy_shipped
 
