@@ -216,7 +216,8 @@ def retrain_cmd(results_dir: Path, top: int, seeds: int, train_on: str, out: Pat
                             baseline_path=baseline_path or BASELINE, overrides=list(overrides), echo=_echo,
                             overwrite=overwrite)
     click.echo((folder / "comparison.md").read_text().rstrip())
-    click.echo(f"wrote {folder}/ (per run: model.keras, metrics.json, history.csv, curves.png; comparison.md)")
+    click.echo(f"wrote {folder}/ (per run: model.keras, metrics.json, history.csv, curves.png, MODEL_CARD.md; "
+               "comparison.md, MODEL_CARD.md)")
 
 
 # ------------------------------------------------------------------------------- bench (issue 5)

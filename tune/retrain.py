@@ -13,9 +13,13 @@ Output (default <experiment>/retrain/<settings>/, e.g. retrain/train-top1-seeds3
 overrides add a hash, so retrains with other settings never share a folder; a rerun of the same
 settings keeps the runs that are complete and trains the rest):
     <config>/seed<k>/   config.yaml, model.keras (loadable by `gic predict`), metrics.json,
-                        history.csv, curves.png
+                        history.csv, curves.png, versions.json, MODEL_CARD.md + model_card.json
     summary.csv         one row per run
     comparison.csv/.md  per configuration: test accuracy, AUC and training time, mean ± std over seeds
+    MODEL_CARD.md       every model: data, test metrics over seeds, the trials, versions, rebuild commands
+                        (+ model_card.json; see tune.model_card)
+
+Runs in this process print a line per epoch (epoch, phase, loss, val_accuracy, seconds).
 """
 
 from __future__ import annotations
@@ -123,26 +127,33 @@ def _merge_train_validation(data):
     return dataclasses.replace(data, train=merged, fingerprint=f"{data.fingerprint}+val")
 
 
-def train_run(run: Run, data, out: str | Path) -> dict[str, Any]:
+def train_run(run: Run, data, out: str | Path, on_epoch=None) -> dict[str, Any]:
     """Train one run from scratch into `out`; return its metrics (also written to metrics.json).
 
     Every file is written atomically and metrics.json last, so a run folder with a metrics.json is
     complete (what `run_all` reuses after an interruption).
+
+    Args:
+        run: the configuration and seed.
+        data: the decoded dataset.
+        out: the run's folder.
+        on_epoch: called after every epoch with the trainer's epoch metrics (`gic.train`'s `on_epoch`).
     """
     from gic.config import save_config
     from gic.evaluate import plot_curves
-    from gic.files import atomic_path, atomic_write_json
+    from gic.files import atomic_path, atomic_write_json, versions
     from gic.train import train_two_phase
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig.model_validate(run.config)
     save_config(cfg, out / "config.yaml")
+    atomic_write_json(out / "versions.json", versions())  # of the machine that trains it (a Ray worker)
     merged = run.train_on == "train+validation"
     if merged:  # no held-out validation to pick an epoch by: the last epoch's weights are kept
         data = _merge_train_validation(data)
     started = time.perf_counter()
-    result = train_two_phase(cfg, data, restore_best=not merged)
+    result = train_two_phase(cfg, data, restore_best=not merged, on_epoch=on_epoch)
     train_s = time.perf_counter() - started
     if merged:
         selection = {"weights": "last epoch", "epoch": cfg.total_epochs,
@@ -196,14 +207,25 @@ def _remote_run(run: Run, data, threads: int) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
 
 
+def epoch_progress(total: int, echo=print):
+    """An `on_epoch` callback that prints one line per epoch, so that a long run is never silent."""
+
+    def on_epoch(m: dict[str, Any], save_checkpoint=None) -> None:
+        echo(f"    epoch {m['epoch']:>3}/{total} phase {m['phase']}  loss {m['loss']:.4f}  "
+             f"val_accuracy {m['val_accuracy']:.4f}  ({m['epoch_time_s']:.1f}s)")
+
+    return on_epoch
+
+
 def run_all(runs: list[Run], out: Path, address: str | None, resources: dict[str, float],
-            echo=print, overwrite: bool = False) -> list[dict[str, Any]]:
+            echo=print, overwrite: bool = False, data=None) -> list[dict[str, Any]]:
     """Every run: in this process one after another, or as Ray tasks on a cluster in parallel.
 
     Runs already complete in `out` (an earlier, interrupted retrain with the same settings) are
-    kept and not trained again, unless `overwrite`. The dataset is decoded once here; on a cluster it
-    goes to the workers through the object store, and each run's files come back to this machine
-    (no shared filesystem needed).
+    kept and not trained again, unless `overwrite`. The dataset is decoded once here (unless given
+    as `data`); on a cluster it goes to the workers through the object store, and each run's files
+    come back to this machine (no shared filesystem needed). Runs in this process print a line per
+    epoch; Ray tasks a line per finished run.
     """
     from gic.data import load_dataset
 
@@ -219,14 +241,16 @@ def run_all(runs: list[Run], out: Path, address: str | None, resources: dict[str
         runs = todo
     if not runs:
         return sorted(results, key=lambda m: (m["name"] != "baseline", m["name"], m["seed"]))
-    data = load_dataset(TrainConfig.model_validate(runs[0].config).data)
+    if data is None:
+        data = load_dataset(TrainConfig.model_validate(runs[0].config).data)
     if address is None:
         from gic.runtime import configure_tensorflow
 
         configure_tensorflow(threads=None)
         for i, run in enumerate(runs, start=1):
             echo(f"[{i}/{len(runs)}] {run.name} seed {run.seed} on {run.train_on}")
-            metrics = train_run(run, data, out / run.folder)
+            total = TrainConfig.model_validate(run.config).total_epochs
+            metrics = train_run(run, data, out / run.folder, on_epoch=epoch_progress(total, echo))
             echo(f"    test_accuracy {metrics.get('test_accuracy', float('nan')):.4f}  "
                  f"test_auc {metrics.get('test_auc', float('nan')):.4f}  ({metrics['train_time_s']:.0f} s)")
             results.append(metrics)
@@ -315,8 +339,10 @@ def retrain_folder_name(top: int, seeds: int, train_on: str, compare_baseline: b
 
 def retrain(experiment: str | Path, top: int = 1, seeds: int = 1, train_on: str = "train", out: str | Path | None = None,
             compare_baseline: bool = False, address: str | None = None, baseline_path: str | Path = BASELINE,
-            overrides: list[str] | None = None, echo=print, overwrite: bool = False) -> tuple[Path, pd.DataFrame]:
-    """Retrain the top-K configurations (and the baseline) S times; write files and the comparison.
+            overrides: list[str] | None = None, echo=print, overwrite: bool = False,
+            command: str | None = None) -> tuple[Path, pd.DataFrame]:
+    """Retrain the top-K configurations (and the baseline) S times; write files, the comparison and
+    the model cards (`tune.model_card`).
 
     Args:
         experiment: the search's experiment folder.
@@ -327,6 +353,7 @@ def retrain(experiment: str | Path, top: int = 1, seeds: int = 1, train_on: str 
         address: Ray address for parallel runs, or None for this process.
         overrides: `key=value` trainer overrides for every retrained config.
         overwrite: train every run again even where `out` holds it complete.
+        command: this retrain's command line, for the model cards [default: this process's].
 
     Returns:
         (output folder, the comparison table).
@@ -349,11 +376,21 @@ def retrain(experiment: str | Path, top: int = 1, seeds: int = 1, train_on: str 
     resources = (search_config(folder).get("search") or {}).get("resources_per_trial") or {}
     echo(f"retraining {len(configs)} configuration(s){' + the seed recipe' if baseline else ''} x {seeds} seed(s) "
          f"= {len(runs)} runs, {configs[0][1].total_epochs} epochs each, on {train_on}; writing {out}")
-    results = run_all(runs, out, address, resources, echo, overwrite=overwrite)
+    from gic.data import load_dataset
+
+    from tune.model_card import data_summary, write_model_cards
+
+    first = TrainConfig.model_validate(runs[0].config)
+    data = load_dataset(first.data)  # once, here: the runs and the model cards' data section
+    results = run_all(runs, out, address, resources, echo, overwrite=overwrite, data=data)
     with atomic_path(out / "summary.csv") as tmp:
         pd.DataFrame(results).drop(columns=["selected", "confusion_matrix"], errors="ignore").to_csv(tmp, index=False)
     table = comparison(results)
     with atomic_path(out / "comparison.csv") as tmp:
         table.to_csv(tmp, index=False)
     atomic_write_text(out / "comparison.md", comparison_markdown(table, folder, train_on, seeds))
+    from gic.files import command_line
+
+    write_model_cards(out, results, data_summary(data, first), folder, baseline_path if baseline else None,
+                      command or command_line())
     return out, table
