@@ -151,11 +151,11 @@ def _data_md(data: dict[str, Any], train_on: str | None) -> list[str]:
 
 def _origin_md(origin: dict[str, Any] | None, recipe: str | None) -> list[str]:
     if origin is None:
-        return [f"The seed recipe (`{recipe}`), on the tuned configuration's data, image size, epoch budget, "
-                "weights and precision: the baseline the search is compared with, not one of its trials."]
+        return [(f"The seed recipe (`{recipe}`), on the tuned configuration's data, image size, epoch budget, "
+                 "weights and precision: the baseline the search is compared with, not one of its trials.")]
     lines = [f"- experiment: `{origin['experiment']}` (search `{origin['search_name']}`)",
-             f"- trial: `{origin['trial_id']}`, rank {origin['rank']} by best val accuracy, "
-             f"{_num(origin['best_val_accuracy'])} in the search; {origin['status']}"]
+             (f"- trial: `{origin['trial_id']}`, rank {origin['rank']} by best val accuracy, "
+              f"{_num(origin['best_val_accuracy'])} in the search; {origin['status']}")]
     if origin.get("search_command"):
         lines.append(f"- the search: `{origin['search_command']}`")
     return lines
@@ -172,15 +172,15 @@ def render_run_card(card: dict[str, Any]) -> str:
     where = (f"trial `{card['search']['trial_id']}` of the search in `{card['search']['experiment']}`"
              if card["search"] else "the seed recipe (the baseline)")
     lines = [f"# Model card: {model['name']}, seed {model['seed']}", "",
-             f"`model.keras` in this folder: the VGG16 transfer-learning classifier of men and women photos, "
-             f"trained from scratch by `gic-tune retrain` with the configuration of {where}.", "",
+             ("`model.keras` in this folder: the VGG16 transfer-learning classifier of men and women photos, "
+              f"trained from scratch by `gic-tune retrain` with the configuration of {where}."), "",
              f"- input: {model['input']}", f"- output: {model['output']}",
-             f"- weights kept: {kept.get('weights', '-')} (epoch {kept.get('epoch', '-')} of "
-             f"{card['training']['epochs']}); trained in {_num(card['training']['train_time_s'], 1)} s, "
-             f"{card['training']['precision']}", "",
+             (f"- weights kept: {kept.get('weights', '-')} (epoch {kept.get('epoch', '-')} of "
+              f"{card['training']['epochs']}); trained in {_num(card['training']['train_time_s'], 1)} s, "
+              f"{card['training']['precision']}"), "",
              "## Test metrics", "",
-             f"On the untouched test split ({test.get('test_images', '-')} images), and over the "
-             f"{len(seeds['seeds'])} seed(s) {seeds['seeds']} of this configuration (mean ± sample std).", "",
+             (f"On the untouched test split ({test.get('test_images', '-')} images), and over the "
+              f"{len(seeds['seeds'])} seed(s) {seeds['seeds']} of this configuration (mean ± sample std)."), "",
              f"| metric | this model | {model['name']} over seeds |", "|---|---|---|"]
     for key in SPREAD_METRICS:
         lines.append(f"| {key.replace('_', ' ')} | {_num(test.get(key))} | {_pm(seeds[key])} |")
@@ -224,9 +224,9 @@ def render_summary_card(card: dict[str, Any]) -> str:
     """The retrain folder's MODEL_CARD.md."""
     experiment = Path(card["experiment"])
     lines = [f"# Model card: retrain of {experiment.name}", "",
-             f"{len(card['configurations'])} configuration(s), each trained from scratch on `{card['train_on']}` for "
-             f"{card['epochs']} epochs per seed, and measured once on the untouched test split. Each model's own "
-             "card is `MODEL_CARD.md` in its folder.", "",
+             (f"{len(card['configurations'])} configuration(s), each trained from scratch on `{card['train_on']}` "
+              f"for {card['epochs']} epochs per seed, and measured once on the untouched test split. Each model's "
+              "own card is `MODEL_CARD.md` in its folder."), "",
              "| configuration | trial | best val accuracy in the search | seeds | test accuracy | test AUC | models |",
              "|---|---|---|---|---|---|---|"]
     for c in card["configurations"]:
