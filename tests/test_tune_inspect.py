@@ -37,7 +37,7 @@ def test_statuses_and_columns_agree_with_the_scheduler(tiny_experiment):
         assert frame.loc[trial_id, "stopped_at_epoch"] == epoch == frame.loc[trial_id, "epochs"]
         assert frame.loc[trial_id, "status_detail"] == f"stopped by ASHA at epoch {epoch}"
     finished = frame[frame["status"] == "finished"]
-    assert (finished["epochs"] == spec.max_t).all()
+    assert (finished["epochs"] == spec.max_epochs).all()
     assert (frame["best_val_accuracy"] >= frame["last_val_accuracy"] - 1e-9).all()
     assert (frame["wall_time_s"] > 0).all()
 

@@ -22,7 +22,7 @@ def test_retrain_best_with_baseline_writes_a_loadable_model_and_test_metrics(tin
     run = out / f"best-{best}" / "seed0"
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["selected"]["weights"] == "best val_accuracy"
-    assert metrics["epochs"] == spec.max_t and (run / "history.csv").is_file() and (run / "curves.png").is_file()
+    assert metrics["epochs"] == spec.max_epochs and (run / "history.csv").is_file() and (run / "curves.png").is_file()
     image = sorted((synth_dir / "test" / "women").iterdir())[0]
     predicted = CliRunner().invoke(gic_main, ["predict", str(run / "model.keras"), str(image)])
     assert predicted.exit_code == 0, predicted.output
@@ -30,7 +30,7 @@ def test_retrain_best_with_baseline_writes_a_loadable_model_and_test_metrics(tin
     table = (out / "comparison.md").read_text()
     assert f"tuned: best-{best}" in table and "seed recipe (configs/baseline.yaml)" in table
     baseline = json.loads((out / "baseline" / "seed0" / "metrics.json").read_text())
-    assert baseline["epochs"] == spec.max_t and baseline["train_images"] == metrics["train_images"]
+    assert baseline["epochs"] == spec.max_epochs and baseline["train_images"] == metrics["train_images"]
 
 
 def test_retrain_top_k_with_seeds_on_a_ray_cluster_reports_mean_and_std(tiny_experiment, tmp_path):

@@ -25,7 +25,11 @@ def test_a_valid_file_loads_with_distributions(raw, tmp_path):
     assert isinstance(dists["phase2.unfreeze_layers"], optuna.distributions.IntDistribution)  # inferred from the trainer
     assert dists["phase1.learning_rate"].log
     assert dists["model.augmentation"].choices == ("none", "light")
-    assert spec.max_t == 3
+    assert spec.max_epochs == 3 and spec.time_attr == "compute"
+    # compute: phase 1 on cached features costs 0, each phase-2 epoch 1 + 2 x the top 2 convs' share
+    from gic.cost import unfrozen_share
+
+    assert spec.max_t == pytest.approx(2 * (1 + 2 * unfrozen_share(32, 2)), abs=1e-5)
 
 
 def test_fixed_dimensions_go_into_the_trainer(raw, tmp_path):
@@ -42,7 +46,7 @@ def test_overrides_edit_and_fix_dimensions(raw, tmp_path):
                 "search.num_samples=3", "trainer.phase1.epochs=2")
     assert spec.space.dimensions["model.dropout_rate"].high == 0.3
     assert spec.trainer.phase2.unfreeze_layers == 2 and "phase2.unfreeze_layers" not in spec.space.dimensions
-    assert spec.search.num_samples == 3 and spec.max_t == 4
+    assert spec.search.num_samples == 3 and spec.max_epochs == 4
 
 
 def test_base_file_and_trainer_overrides(tmp_path, raw):
@@ -80,7 +84,9 @@ def test_augmentation_strength_scales_rotation_and_zoom_within_bounds(raw, tmp_p
     (lambda r: r.update(space={}), "space: nothing to search"),
     (lambda r: r["search"].update(num_samples=0), "search.num_samples = 0"),
     (lambda r: r["search"].update(reduction_factor=1), "search.reduction_factor = 1"),
-    (lambda r: r["search"].update(grace_period=9), "search.grace_period = 9: expected at most E1+E2 = 3"),
+    (lambda r: r["search"].update(grace_period=9), "search.grace_period = 9: expected at most the most compute"),
+    (lambda r: r["search"].update(grace_period=9, budget="epoch"), "search.grace_period = 9: expected at most E1+E2 = 3"),
+    (lambda r: r["search"].update(budget="flops"), "search.budget = 'flops'"),
     (lambda r: r["search"].update(resources_per_trial={"cpu": 1, "gpu": 1.5}), "whole number of GPUs"),
     (lambda r: r["search"].update(resources_per_trial={"cpu": 0}), "search.resources_per_trial.cpu = 0"),
     (lambda r: r["search"].update(name="a/b"), "search.name = 'a/b'"),
@@ -171,3 +177,29 @@ def test_tpe_is_seeded_multivariate_with_constant_liar_behind_a_concurrency_limi
     # seeded: the same seed draws the same first configurations
     again, _ = build_searcher(write_and_load(raw, tmp_path / "again.yaml"))
     assert [searcher.suggest(f"t{i}") for i in range(3)] == [again.suggest(f"t{i}") for i in range(3)]
+
+
+def test_the_space_is_conditional_dimensions_without_effect_are_not_sampled(raw, tmp_path):
+    """augmentation_strength and phase1.augment only with an augmentation; phase2.learning_rate only
+    when layers are unfrozen (Optuna's define-by-run space, as OptunaSearch calls it)."""
+    raw["space"]["phase2"]["unfreeze_layers"] = {"low": 0, "high": 2}
+    raw["space"]["phase1"]["augment"] = [False, True]
+    spec = load(raw, tmp_path)
+    space = spec.space.define_by_run(spec.trainer)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = []
+    for _ in range(60):
+        trial = study.ask()
+        space(trial)
+        seen.append(dict(trial.params))
+        study.tell(trial, 0.5)
+    for params in seen:
+        has_aug = params["model.augmentation"] != "none"
+        assert ("augmentation_strength" in params) == has_aug and ("phase1.augment" in params) == has_aug, params
+        assert ("phase2.learning_rate" in params) == (params["phase2.unfreeze_layers"] > 0), params
+        assert "model.dropout_rate" in params and "phase1.learning_rate" in params
+    assert {p["model.augmentation"] for p in seen} == {"none", "light"}
+    assert {p["phase2.unfreeze_layers"] for p in seen} == {0, 1, 2}
+    import pickle
+
+    assert pickle.loads(pickle.dumps(space)) == space  # Ray saves the searcher with its space

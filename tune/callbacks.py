@@ -28,13 +28,51 @@ def _fmt_params(params: dict[str, Any]) -> str:
 
 
 class ProgressPrinter(Callback):
-    """Concise progress lines: trial starts and ends, retries, counts and the best so far."""
+    """Concise progress lines: trial starts and ends, retries, counts and the best so far; and every
+    `every_s` seconds a status block (each running trial's epoch, phase and latest score, counts by
+    state, the best so far, elapsed time and an estimate of what is left), so a long search is never
+    silent."""
 
-    def __init__(self, total: int, echo: Callable[[str], None] = print):
+    def __init__(self, total: int, echo: Callable[[str], None] = print, every_s: float = 30.0,
+                 concurrent: int = 1):
         self.total = total
         self.echo = echo
+        self.every_s = every_s
+        self.concurrent = max(1, concurrent)
         self.started = time.time()
+        self.last_status = self.started
         self.best: tuple[float, str, int] | None = None
+        self.ended_s: list[float] = []  # wall time of each trial that ended, for the estimate
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.every_s and time.time() - self.last_status >= self.every_s:
+            self.last_status = time.time()
+            for line in self.status_lines(trials):
+                self._line(line)
+
+    def status_lines(self, trials) -> list[str]:
+        """The status block: one line per running trial, then counts, best and the estimate."""
+        lines = []
+        for trial in trials:
+            if trial.status != "RUNNING":
+                continue
+            last = trial.last_result or {}
+            if last.get("training_iteration"):
+                lines.append(f"  {trial.trial_id} running: epoch {int(last['training_iteration'])}/"
+                             f"{int(last.get('epochs_planned') or 0)} phase {int(last.get('phase') or 1)}, "
+                             f"val_accuracy {float(last.get('val_accuracy', float('nan'))):.4f}")
+            else:
+                lines.append(f"  {trial.trial_id} running: starting")
+        return lines + [f"{self._counts(trials)} | {self._estimate(trials)}"]
+
+    def _estimate(self, trials) -> str:
+        """Time left: trials still to end x the mean ended trial's wall time / trials at a time."""
+        ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        left = self.total - ended
+        if not self.ended_s or left <= 0:
+            return "estimate after the first trial ends" if left > 0 else "ending"
+        seconds = left * (sum(self.ended_s) / len(self.ended_s)) / self.concurrent
+        return f"about {seconds / 60:.0f} min left" if seconds >= 90 else f"about {seconds:.0f} s left"
 
     def _line(self, text: str) -> None:
         elapsed = int(time.time() - self.started)
@@ -68,6 +106,8 @@ class ProgressPrinter(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
+        if last.get("time_total_s"):
+            self.ended_s.append(float(last["time_total_s"]))
         epochs, value = last.get("training_iteration"), last.get(METRIC, float("nan"))
         what = f"stopped by ASHA at epoch {epochs}" if stopped_early(last) else f"finished after {epochs} epochs"
         self._line(f"{trial.trial_id} {what}: val_accuracy {value:.4f}")

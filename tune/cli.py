@@ -45,13 +45,15 @@ def main() -> None:
 @click.option("--address", default=None, help="Ray cluster to join: `auto` or host:port. Default: a local Ray on 127.0.0.1.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None, help="Trials in total (search.num_samples).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted experiment of this name.")
+@click.option("--time-budget", "time_budget", default=None, metavar="DURATION",
+              help="Stop the search after this long, e.g. 30m, 2h, 90s: no trial starts after it, running ones stop.")
 @click.option("--warm-start", "warm_start", type=click.Path(path_type=Path), default=None,
               help="A previous experiment folder: its trials (with their states) seed the new study.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key of the search file, e.g. search.max_concurrent=4 or trainer.phase1.epochs=2.")
 @user_errors
 def run(config_path: Path, name: str | None, address: str | None, num_samples: int | None, resume: bool,
-        overrides: tuple[str, ...], warm_start: Path | None = None) -> None:
+        overrides: tuple[str, ...], warm_start: Path | None = None, time_budget: str | None = None) -> None:
     """Run a search; print progress; write trials.csv and best_config.yaml.
 
     Prints one line per event (a trial started, stopped by ASHA, finished, retried) with the counts
@@ -68,6 +70,8 @@ def run(config_path: Path, name: str | None, address: str | None, num_samples: i
     sets = list(overrides)
     if num_samples is not None:
         sets.append(f"search.num_samples={num_samples}")
+    if time_budget is not None:
+        sets.append(f"search.time_budget_s={parse_duration(time_budget)}")
     spec = load_search_config(config_path, sets)
 
     from tune.search import run_search
@@ -92,6 +96,26 @@ def run(config_path: Path, name: str | None, address: str | None, num_samples: i
         click.echo(f"error: every trial errored ({len(summary.trials)} of {len(summary.trials)}); the first: {first}",
                    err=True)
         sys.exit(1)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90`, `90s`, `30m`, `2h` or `1h30m`.
+
+    Raises:
+        GicError: anything else.
+    """
+    import re
+
+    from gic.errors import GicError
+
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or parts is None or not any(parts.groups()):
+        raise GicError(f"--time-budget {text}: expected a duration such as 90s, 30m, 2h or 1h30m")
+    h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
+    seconds = h * 3600 + m * 60 + sec
+    if seconds <= 0:
+        raise GicError(f"--time-budget {text}: expected a duration above zero")
+    return seconds
 
 
 def _echo(line: str) -> None:
@@ -175,6 +199,46 @@ def report_cmd(results_dir: Path, out: Path | None, no_study: bool) -> None:
         click.echo(f"      {report.study_db}: optuna-dashboard sqlite:///{report.study_db}")
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
+
+
+@main.command("rungs")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--scheme", "schemes", multiple=True, metavar="BUDGET:GRACE:RF",
+              help="A rung scheme to evaluate, e.g. epoch:2:3 or compute:1:3 (repeatable) [default: the search's own].")
+@user_errors
+def rungs_cmd(results_dir: Path, schemes: tuple[str, ...]) -> None:
+    """How well ASHA's rungs predict the final score: Spearman's rho per rung.
+
+    For each rung, the rank correlation between the trials' objective (best val accuracy so far)
+    where they reached the rung and their final objective, over the trials that ran to the end. On
+    a search run without early stopping (--set search.early_stopping=false) it compares schemes on
+    the same trials.
+
+    \b
+    Examples:
+      gic-tune rungs results/demo
+      gic-tune rungs results/nostop --scheme epoch:2:3 --scheme compute:1:3
+    """
+    from gic.errors import GicError
+
+    from tune.analysis import scheme_table
+    from tune.trials import require_experiment, search_config
+
+    folder = require_experiment(results_dir)
+    parsed = []
+    for text in schemes:
+        try:
+            budget, grace, rf = text.split(":")
+            parsed.append((budget, float(grace), float(rf)))
+        except ValueError:
+            raise GicError(f"--scheme {text}: expected BUDGET:GRACE:RF, e.g. compute:1:3") from None
+        if budget not in ("compute", "epoch"):
+            raise GicError(f"--scheme {text}: budget {budget!r}: expected compute or epoch")
+    if not parsed:
+        search = search_config(folder).get("search") or {}
+        parsed = [(str(search.get("budget", "epoch")), float(search.get("grace_period", 1)),
+                   float(search.get("reduction_factor", 2)))]
+    click.echo(scheme_table(str(folder), parsed).to_string(index=False))
 
 
 @main.command("retrain")

@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gic.config import (TrainConfig, config_keys, format_validation_error, parse_overrides, read_yaml, set_dotted,
                         unknown_key_message)
@@ -29,7 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tune.space import DIMENSION_KEYS, STRENGTH_KEY, SearchSpace, parse_space
 
-METRIC, MODE = "val_accuracy", "max"
+# The one objective: the best validation accuracy a trial has reached so far (the trainer keeps those
+# weights, so it is what the trial would deliver). Optuna learns it, ASHA compares it at a rung, and
+# the trial table, best_config.yaml and retrain rank by it.
+METRIC, MODE = "best_val_accuracy", "max"
+# What ASHA's rungs are placed on (`search.budget`): the compute a trial has used (gic.cost, in base
+# forward passes over the training split), or its global epoch.
+TIME_ATTR = {"compute": "compute", "epoch": "training_iteration"}
 TOP_LEVEL_KEYS = ("base", "trainer", "space", "search")
 
 
@@ -76,7 +82,15 @@ class SearchSettings(_Strict):
     max_concurrent: int = Field(2, ge=1, description="trials running at once")
     n_startup_trials: int = Field(8, ge=0, description="random trials before TPE models the results")
     seed: int = 0
-    grace_period: int = Field(1, ge=1, description="epochs before ASHA may stop a trial")
+    budget: Literal["compute", "epoch"] = Field(
+        "compute", description="what ASHA's rungs measure: compute used (base forward passes over the training "
+                               "split, gic.cost) or epochs")
+    grace_period: float = Field(1.0, gt=0, description="budget (compute units or epochs) before ASHA may stop a trial")
+    progress_every_s: float = Field(30.0, ge=0, description="seconds between status blocks (0: only events)")
+    time_budget_s: float | None = Field(None, gt=0, description="no trial starts after this many seconds, and "
+                                                                "running ones stop (gic-tune run --time-budget)")
+    early_stopping: bool = Field(True, description="false: no ASHA, every trial runs to the end (to measure how "
+                                                   "well rungs would predict: gic-tune rungs)")
     reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/reduction_factor per rung")
     resources_per_trial: Resources = Resources()
     max_failures: int = Field(2, ge=0, description="retries of a crashed trial, each from its last checkpoint")
@@ -103,14 +117,40 @@ class SearchSpec:
     search: SearchSettings
     source: str
 
+    def _most(self, name: str) -> Any:
+        """The largest value dimension `name` can take (its fixed trainer value when not searched)."""
+        dim = self.space.dimensions.get(name)
+        if dim is None:
+            node: Any = self.trainer.to_dict()
+            for part in name.split("."):
+                node = node[part]
+            return node
+        return max(dim.choices) if dim.kind == "categorical" else dim.high
+
     @property
-    def max_t(self) -> int:
-        """ASHA's budget: the longest a trial can run, E1 + E2 (E1 if no trial fine-tunes)."""
+    def max_epochs(self) -> int:
+        """The longest a trial can run in epochs: E1 + E2 (E1 if no trial fine-tunes)."""
         e1, e2 = self.trainer.phase1.epochs, self.trainer.phase2.epochs
-        dim = self.space.dimensions.get("phase2.unfreeze_layers")
-        may_fine_tune = self.trainer.phase2.unfreeze_layers > 0 if dim is None else (
-            max(dim.choices) > 0 if dim.kind == "categorical" else dim.high > 0)
-        return e1 + (e2 if e2 > 0 and may_fine_tune else 0)
+        return e1 + (e2 if e2 > 0 and self._most("phase2.unfreeze_layers") > 0 else 0)
+
+    @property
+    def max_t(self) -> float:
+        """ASHA's max_t in `search.budget` units: the most any trial of the space can use."""
+        if self.search.budget == "epoch":
+            return self.max_epochs
+        from gic.cost import unfrozen_share
+
+        aug = self.space.dimensions.get("model.augmentation")
+        may_augment = bool(self._most("phase1.augment")) and (
+            any(c != "none" for c in aug.choices) if aug is not None else self.trainer.model.augmentation.enabled)
+        e1, e2 = self.trainer.phase1.epochs, self.max_epochs - self.trainer.phase1.epochs
+        p2 = 1.0 + 2.0 * unfrozen_share(self.trainer.data.image_size, int(self._most("phase2.unfreeze_layers")))
+        return round(e1 * (1.0 if may_augment else 0.0) + e2 * p2, 6)
+
+    @property
+    def time_attr(self) -> str:
+        """The result key ASHA reads as time (TIME_ATTR)."""
+        return TIME_ATTR[self.search.budget]
 
 
 def gpu_memory_cap_mb(gpu_fraction: float, gpu_total_mb: int | None, margin_mb: int = 768) -> int | None:
@@ -265,10 +305,12 @@ def load_search_config(path: str | Path, overrides: list[str] | None = None) -> 
 
         trainer = apply_params(trainer, space.fixed)
     spec = SearchSpec(trainer=trainer, space=space, search=search, source=str(path))
-    if spec.max_t < 1:
+    if spec.max_epochs < 1:
         raise ConfigError(f"{path}: trainer.phase1.epochs + phase2.epochs = 0: nothing to train")
     if search.grace_period > spec.max_t:
-        raise ConfigError(f"{path}: search.grace_period = {search.grace_period}: expected at most E1+E2 = {spec.max_t}")
+        unit = "E1+E2" if search.budget == "epoch" else "the most compute a trial can use (gic.cost)"
+        raise ConfigError(f"{path}: search.grace_period = {search.grace_period:g}: expected at most {unit} = "
+                          f"{spec.max_t:g} (search.budget: {search.budget})")
     return spec
 
 

@@ -40,7 +40,7 @@ from gic.errors import GicError
 
 from tune.experiment import REPORT_DIR, RETRAIN_DIR, STUDY_DB
 from tune.results import best_row, params_of, rank_by_score
-from tune.trials import (asha_rungs, experiment_started, phase_epochs, require_experiment, search_config,
+from tune.trials import (asha_rungs, experiment_started, phase_epochs, require_experiment, rung_budget, search_config,
                          text_columns, trial_curves, trial_table, trial_view)
 
 # Line style per status; every trial is grey but the best.
@@ -103,8 +103,8 @@ def _save(fig, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- plots
-def plot_learning_curves(frame: pd.DataFrame, curves: dict[str, pd.DataFrame], rungs: list[int],
-                         e1: int, path: Path) -> int:
+def plot_learning_curves(frame: pd.DataFrame, curves: dict[str, pd.DataFrame], rungs: list[float],
+                         e1: int, path: Path, budget: str = "epoch") -> int:
     """val_accuracy and val_loss per epoch of every trial; rungs, phase boundary and stops marked.
 
     The best trial (tune.results.best_row) is drawn thick, coloured and labelled over the others,
@@ -113,7 +113,9 @@ def plot_learning_curves(frame: pd.DataFrame, curves: dict[str, pd.DataFrame], r
     Args:
         frame: the trial table.
         curves: per trial, its per-epoch results (tune.trials.trial_curves).
-        rungs: the epochs at which ASHA compared trials.
+        rungs: ASHA's milestones: epochs (drawn as lines) or, with `budget` "compute", compute used
+            (each trial's crossing is marked on its curve: trials cross a compute rung at other epochs).
+        budget: what the rungs measure (tune.trials.rung_budget).
         e1: phase-1 epochs (the phase boundary is drawn after it).
         path: the PNG to write.
 
@@ -140,13 +142,21 @@ def plot_learning_curves(frame: pd.DataFrame, curves: dict[str, pd.DataFrame], r
                     alpha=1 if is_best else 0.75, zorder=3 if is_best else 2)
             if status[trial_id] in ("stopped", "errored"):
                 ax.plot(x[-1:], y[-1:], "x", color=color, ms=8, mew=2, zorder=3)
+            if budget == "compute" and "compute" in curve:
+                used = curve["compute"].to_numpy(dtype=float)
+                for rung in rungs:
+                    crossed = np.flatnonzero(used >= rung - 1e-9)
+                    if len(crossed):
+                        ax.plot(x[crossed[0]], y[crossed[0]], "D", color="tab:purple", ms=4, zorder=4)
             if is_best and len(x):
                 ax.annotate(f"best: {trial_id}", (x[-1], y[-1]), xytext=(6, 0), textcoords="offset points",
                             color=BEST_COLOR, fontsize=9, fontweight="bold", va="center")
         drawn += 1
     for ax, key in zip(axes, ("val_accuracy", "val_loss")):
-        for i, rung in enumerate(rungs):
+        for i, rung in enumerate(rungs if budget != "compute" else []):
             ax.axvline(rung, color="tab:purple", ls=":", lw=1, label="ASHA rung" if i == 0 else None)
+        if budget == "compute" and rungs and ax is axes[0]:
+            ax.plot([], [], "D", color="tab:purple", ms=4, label="reached an ASHA rung (compute)")
         planned = pd.to_numeric(frame["epochs_planned"], errors="coerce").max()  # NaN when no trial reported
         if e1 and pd.notna(planned) and planned > e1:
             ax.axvline(e1 + 0.5, color="black", ls="--", lw=1, label="phase 2: fine-tuning")
@@ -483,25 +493,44 @@ def plot_importance(study, importance: dict[str, float], method: str, path: Path
 
 
 # ---------------------------------------------------------------------------------- study
-def export_study(folder: Path, trials: list[Any], study_name: str) -> Path:
-    """Write the trials to an Optuna RDB storage (SQLite) in the folder, replacing an older export.
+EXPORT_SOURCE = "gic-tune report: ASHA-stopped trials are PRUNED, as the search told TPE"
 
+
+def export_study(folder: Path, trials: list[Any], study_name: str) -> Path:
+    """The experiment's Optuna study as an RDB storage (SQLite) in the folder.
+
+    A local search records its study there live (tune.search), with the real order, times and
+    intermediate values: that file is kept as it is. Otherwise (a search on a URI, or from before
+    live studies) the trials are exported to it from Ray's files, replacing an older export.
     Open it with `optuna-dashboard sqlite:///<folder>/optuna_study.db` or
     `optuna.load_study(study_name=..., storage="sqlite:///...")`.
     """
     import optuna
 
     db = folder / STUDY_DB
+    if db.is_file() and _live_study(db):
+        return db
     tmp = folder / f".{STUDY_DB}.tmp"
     tmp.unlink(missing_ok=True)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp.resolve()}")
     study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
-    study.set_user_attr("source", "gic-tune report: ASHA-stopped trials are PRUNED, as the search told TPE")
+    study.set_user_attr("source", EXPORT_SOURCE)
     study.add_trials(trials)
     storage.remove_session()
     storage.engine.dispose()
     tmp.replace(db)
     return db
+
+
+def _live_study(db: Path) -> bool:
+    """True when `db` holds a study the search itself recorded (not a report's export)."""
+    import optuna
+
+    try:
+        summaries = optuna.get_all_study_summaries(f"sqlite:///{db.resolve()}")
+    except Exception:  # noqa: BLE001 - a damaged or foreign file is re-exported
+        return False
+    return any(s.user_attrs.get("source") != EXPORT_SOURCE for s in summaries)
 
 
 # ---------------------------------------------------------------------------------- retrain
@@ -857,6 +886,7 @@ def make_report(experiment: str | Path, out: str | Path | None = None, export: b
     curves = trial_curves(folder)
     e1, _ = phase_epochs(cfg)
     rungs = asha_rungs(folder, cfg)
+    budget = rung_budget(folder, cfg)
     trials, distributions, skipped = optuna_trials(folder)
     study_name = str(cfg.get("name") or folder.name)
     order = _start_order(frame, curves)
@@ -864,7 +894,8 @@ def make_report(experiment: str | Path, out: str | Path | None = None, export: b
     report = Report(folder=out, html=out / "report.html", summary=out / "summary.md")
     pngs = {"learning_curves": out / "learning_curves.png", "params_vs_score": out / "params_vs_score.png",
             "parallel_coordinates": out / "parallel_coordinates.png", "importance": out / "importance.png"}
-    report.plotted_trials["learning_curves"] = plot_learning_curves(frame, curves, rungs, e1, pngs["learning_curves"])
+    report.plotted_trials["learning_curves"] = plot_learning_curves(frame, curves, rungs, e1, pngs["learning_curves"],
+                                                                   budget)
     report.plotted_trials["params_vs_score"] = plot_params_vs_score(frame, distributions, order, pngs["params_vs_score"])
     report.plotted_trials["parallel_coordinates"] = plot_parallel_coordinates(frame, distributions, order,
                                                                               pngs["parallel_coordinates"])
@@ -884,8 +915,10 @@ def make_report(experiment: str | Path, out: str | Path | None = None, export: b
     summary = _summary(folder, cfg, frame, study_name, importance, method, retrain)
     report.summary.write_text(summary.markdown())
     captions = {
-        "learning_curves": f"val accuracy and loss of every trial over both phases, the best in red; dotted purple: "
-                           f"ASHA rungs {rungs}; dashed black: start of phase 2; dashed grey with x: stopped by ASHA",
+        "learning_curves": "val accuracy and loss of every trial over both phases, the best in red; purple: "
+                           + (f"ASHA rungs at compute {[round(r, 2) for r in rungs]} (diamonds: where each trial reached them)"
+                              if budget == "compute" else f"ASHA rungs at epochs {[int(r) for r in rungs]}")
+                           + "; dashed black: start of phase 2; dashed grey with x: stopped by ASHA",
         "params_vs_score": "each hyperparameter against the trial's best val accuracy (Optuna's slice plot; colour: "
                            "the order trials started in; star: the best trial; x: stopped by ASHA): a best score at "
                            "the edge of a range says the range is too narrow",

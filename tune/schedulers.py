@@ -62,6 +62,23 @@ class PruningAwareOptunaSearch(OptunaSearch):
             warnings.simplefilter("ignore")  # a step reported before a resume is kept as it was
             self._ot_trials[trial_id].report(float(value), int(step))
 
+    def suggest(self, trial_id: str):
+        params = super().suggest(trial_id)
+        if trial_id in self._ot_trials:  # the live study names Ray's trial (optuna-dashboard, the report)
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        return params
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore (the searcher as last saved), then: a trial the study holds as RUNNING that the
+        saved searcher does not know was started by a driver that died before saving it; Ray runs
+        a new trial in its place, so it is told FAIL (in a persistent study it would stay RUNNING)."""
+        super().restore(checkpoint_path)
+        known = {t.number for t in self._ot_trials.values()}
+        states = optuna_module().trial.TrialState
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(states.RUNNING,)):
+            if frozen.number not in known:
+                self._ot_study.tell(frozen.number, state=states.FAIL)
+
     @property
     def study(self):
         return self._ot_study
@@ -95,23 +112,39 @@ class ReplayASHA(AsyncHyperBandScheduler):
 
     Ray adds every restored trial through `on_trial_add`, with its last result restored from the
     experiment state. That result carries the trial's per-epoch val_accuracy, which is replayed
-    into the trial's bracket, epoch by epoch, exactly as it was first recorded.
+    into the trial's bracket, epoch by epoch, as the objective (the best so far) at the time ASHA
+    saw then: the epoch, or the compute used (gic.cost, from the trial's own config).
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, base: dict[str, Any] | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.base = base  # the search's trainer config: a trial's compute per epoch follows from it
         self.early_stops: dict[str, int] = {}  # trial id -> epoch at which this scheduler stopped it
         self.replayed: dict[str, int] = {}  # trial id -> epochs replayed into the rungs
+
+    def _times(self, trial, epochs: int) -> list[float]:
+        if self._time_attr == "training_iteration":
+            return [float(e) for e in range(1, epochs + 1)]
+        from gic.config import TrainConfig
+        from gic.cost import trial_costs
+
+        from tune.space import apply_params
+
+        return trial_costs(apply_params(TrainConfig.model_validate(self.base or {}), dict(trial.config)))[:epochs]
 
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
         history = (trial.last_result or {}).get(HISTORY_KEY) or []
+        if not history:
+            return
         bracket = self._trial_info[trial.trial_id]
-        for epoch, value in enumerate(history, start=1):
+        best = None
+        for time_used, value in zip(self._times(trial, len(history)), history):
             if value is not None:
-                bracket.on_result(trial, epoch, self._metric_op * float(value))  # records; decision unused
-        if history:
-            self.replayed[trial.trial_id] = len(history)
+                best = value if best is None else max(best, value)
+            if best is not None:
+                bracket.on_result(trial, time_used, self._metric_op * float(best))  # records; decision unused
+        self.replayed[trial.trial_id] = len(history)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
@@ -124,22 +157,31 @@ class ReplayASHA(AsyncHyperBandScheduler):
         return [(m, dict(rec)) for m, rec in reversed(self._brackets[0]._rungs)]
 
 
-def build_searcher(spec: SearchSpec):
-    """Optuna TPE (seeded, multivariate, constant liar) behind a concurrency limit."""
+def build_searcher(spec: SearchSpec, storage_url: str | None = None):
+    """Optuna TPE (seeded, multivariate, constant liar) on the conditional space, behind a concurrency
+    limit; the study lives in `storage_url` (an Optuna RDB URL, e.g. the experiment's SQLite file, so
+    optuna-dashboard follows it live), else in memory."""
     from ray.tune.search import ConcurrencyLimiter
 
     optuna = optuna_module()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = spec.search
-    sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True,
+    storage = optuna.storages.RDBStorage(storage_url) if storage_url else None
+    sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, constant_liar=True,
                                          n_startup_trials=s.n_startup_trials)
-    searcher = PruningAwareOptunaSearch(space=spec.space.distributions(), metric=METRIC, mode=MODE,
-                                        sampler=sampler, study_name=s.name)
+    searcher = PruningAwareOptunaSearch(space=spec.space.define_by_run(spec.trainer), metric=METRIC, mode=MODE,
+                                        sampler=sampler, study_name=s.name, storage=storage)
     return searcher, ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent)
 
 
-def build_scheduler(spec: SearchSpec) -> ReplayASHA:
-    """ASHA on the global epoch: max_t = E1+E2, metric val_accuracy, mode max."""
+def build_scheduler(spec: SearchSpec):
+    """ASHA on `search.budget` (compute used, or the global epoch) up to max_t, on the objective;
+    Ray's FIFO scheduler (no early stopping) with `search.early_stopping: false`."""
     s = spec.search
-    return ReplayASHA(time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=spec.max_t,
-                      grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    if not s.early_stopping:
+        from ray.tune.schedulers import FIFOScheduler
+
+        return FIFOScheduler()
+    # ASHA stops a trial whose time reaches max_t: the longest trial must end there, not before.
+    return ReplayASHA(base=spec.trainer.to_dict(), time_attr=spec.time_attr, metric=METRIC, mode=MODE,
+                      max_t=spec.max_t + 1e-6, grace_period=s.grace_period, reduction_factor=s.reduction_factor)

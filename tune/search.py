@@ -29,7 +29,7 @@ from tune.callbacks import ProgressPrinter, TrialsTableWriter
 from tune.config import METRIC, MODE, SearchSpec
 from tune.schedulers import PruningAwareOptunaSearch, ReplayASHA, build_scheduler, build_searcher, optuna_module
 from tune.trainable import run_trial, trial_dirname
-from tune.experiment import OPTUNA_TRIALS, SCHEDULER_STATE, SEARCH_CONFIG, get_text, mark_driver
+from tune.experiment import OPTUNA_TRIALS, SCHEDULER_STATE, SEARCH_CONFIG, STUDY_DB, get_text, mark_driver
 
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,10 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
         searcher = scheduler = None
     else:
-        searcher, limited = build_searcher(spec)
+        # A local experiment keeps its Optuna study in its folder, written as trials start and end:
+        # optuna-dashboard follows the search live. (On a URI the study is kept in memory and exported.)
+        storage_url = f"sqlite:///{local / STUDY_DB}" if local is not None else None
+        searcher, limited = build_searcher(spec, storage_url)
         scheduler = build_scheduler(spec)
         if local is not None:
             local.mkdir(parents=True, exist_ok=True)
@@ -256,11 +259,13 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
             # The latest checkpoint is always kept besides the num_to_keep best: last + best.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                     checkpoint_score_order=MODE),
-            callbacks=[ProgressPrinter(s.num_samples, echo), TrialsTableWriter(spec.trainer.to_dict()),
+            callbacks=[ProgressPrinter(s.num_samples, echo, s.progress_every_s, s.max_concurrent),
+                       TrialsTableWriter(spec.trainer.to_dict()),
                        *(callbacks or [])],
             verbose=0)
         tune_config = tune.TuneConfig(search_alg=limited, scheduler=scheduler, num_samples=s.num_samples,
-                                      reuse_actors=s.reuse_actors, trial_dirname_creator=trial_dirname)
+                                      reuse_actors=s.reuse_actors, trial_dirname_creator=trial_dirname,
+                                      time_budget_s=s.time_budget_s)
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
         _describe(path, spec, name, command)
         if warm_start:  # issue 4: a previous experiment's trials enter the study first (tune.warmstart)
@@ -269,10 +274,11 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
             echo(warm_start_searcher(searcher, warm_start, spec, path))
     echo(f"experiment {path}: {s.num_samples} trials, {s.max_concurrent} at a time, "
          f"{spec.search.resources_per_trial.cpu:g} CPU + {spec.search.resources_per_trial.gpu:g} GPU each, "
-         f"ASHA max_t {spec.max_t} grace {s.grace_period} rf {s.reduction_factor:g}")
+         f"ASHA on {s.budget} max_t {spec.max_t:g} grace {s.grace_period:g} rf {s.reduction_factor:g}")
     for dim in spec.space.dimensions.values():
         echo(f"  search {dim.describe()}")
 
+    fit_started = time.time()
     grid = tuner.fit()
     # Tuner.restore rebuilds the searcher and scheduler from the experiment: use those objects.
     internal = getattr(tuner, "_local_tuner", None)
@@ -284,12 +290,16 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
     # trials it stopped marked as ended in memory. Its last snapshot on disk still says which were
     # running: an interrupted search has trials running there, or fewer trials than planned.
     interrupted = False
+    # Ray's time budget (search.time_budget_s) ends a search with fewer trials than planned too.
+    budget_s = getattr(tune_config, "time_budget_s", None) or s.time_budget_s
+    reached = bool(budget_s) and time.time() - fit_started >= float(budget_s) - 1
     if local is not None:
         from tune.results import load_trials, write_trials_csv
 
         expected = int(getattr(tune_config, "num_samples", None) or s.num_samples)
         on_disk = load_trials(path)
-        interrupted = len(on_disk) < expected or bool(on_disk["status"].isin(["running", "pending", "paused"]).any())
+        interrupted = ((len(on_disk) < expected and not reached)
+                       or bool(on_disk["status"].isin(["running", "pending", "paused"]).any()))
         if interrupted:
             mark_driver(local, "interrupted")
             write_trials_csv(load_trials(path), path)  # not "stopped by ASHA": interrupted
@@ -297,7 +307,11 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
     summary.interrupted = interrupted
     summary.state = end_state(summary.trials, interrupted)
     if local is not None:
-        mark_driver(local, summary.state)
+        mark_driver(local, summary.state, **({"time_budget_s": float(budget_s), "time_budget_reached": reached}
+                                             if budget_s else {}))
+    if reached:
+        echo(f"time budget of {float(budget_s):g} s reached: no trial started after it; trials still running "
+             "were stopped (their rows say so)")
     summary.written = _written(path)
     echo(_final_line(summary))
     return summary
@@ -391,7 +405,7 @@ def _describe(path: str, spec: SearchSpec, name: str, command: str | None) -> No
 def _search_doc(spec: SearchSpec) -> dict[str, Any]:
     """What defines a search's trials, as plain data: search settings, space, fixed keys, trainer."""
     doc = {"search": spec.search.model_dump(mode="json"),
-           "space": {n: {k: v for k, v in vars(d).items() if v not in (None, (), False) and k != "name"}
+           "space": {n: {k: v for k, v in vars(d).items() if not (v is None or v is False or v == ()) and k != "name"}
                      for n, d in spec.space.dimensions.items()},
            "fixed": spec.space.fixed, "trainer": spec.trainer.to_dict()}
     return json.loads(json.dumps(doc, default=list))
@@ -406,10 +420,12 @@ def _finish(path, spec, grid, searcher, scheduler, wall_s) -> SearchSummary:
         state_file = Path(path, SCHEDULER_STATE)
         previous = json.loads(state_file.read_text()) if state_file.is_file() else {}
         stops.update(previous.get("stops", {}))
-        state: dict[str, Any] = {"stops": stops, "rungs": previous.get("rungs", []), "replayed": {}}
+        state: dict[str, Any] = {"budget": spec.search.budget, "stops": stops, "rungs": previous.get("rungs", []),
+                                 "replayed": {}}
         if isinstance(scheduler, ReplayASHA):
             stops.update(scheduler.early_stops)
-            state["rungs"] = [{"epoch": m, "recorded": rec} for m, rec in scheduler.rungs()]
+            # "at": the rung's milestone in budget units (compute used, or the epoch)
+            state["rungs"] = [{"at": round(float(m), 6), "recorded": rec} for m, rec in scheduler.rungs()]
             state["replayed"] = scheduler.replayed
         atomic_write_text(state_file, json.dumps(state, indent=1, sort_keys=True))
     states: dict[str, str] = {}

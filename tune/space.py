@@ -31,7 +31,7 @@ from pydantic import ValidationError
 STRENGTH_KEY = "augmentation_strength"  # not a trainer key: it scales model.augmentation
 DIMENSION_KEYS = {"type", "low", "high", "log", "step", "choices", "value"}
 # Keys that must not vary between trials: the dataset is decoded once per search, and the epochs
-# are the ASHA budget (max_t = E1 + E2).
+# bound the ASHA budget (E1 + E2 epochs, or their compute: gic.cost).
 UNSEARCHABLE_PREFIXES = ("data.", "phase1.epochs", "phase2.epochs")
 MAX_ROTATION, MAX_ZOOM = 0.5, 0.95  # the trainer's bounds (rotation <= 0.5, zoom < 1)
 
@@ -73,8 +73,64 @@ class SearchSpace:
     fixed: dict[str, Any]
 
     def distributions(self) -> dict[str, Any]:
-        """`{name: optuna distribution}` for OptunaSearch."""
+        """`{name: optuna distribution}` of every dimension (active or not)."""
         return {name: dim.distribution() for name, dim in self.dimensions.items()}
+
+    def define_by_run(self, trainer: TrainConfig) -> "ConditionalSpace":
+        """Optuna's define-by-run space for OptunaSearch: a dimension that has no effect given the
+        values drawn before it is not sampled (`active`)."""
+        return ConditionalSpace(self.dimensions, augmentation=_preset_name(trainer.model.augmentation),
+                                unfreeze_layers=trainer.phase2.unfreeze_layers, phase2_epochs=trainer.phase2.epochs)
+
+
+def _preset_name(aug: Any) -> str:
+    """"none" for an augmentation that changes nothing, else its preset name (or "custom")."""
+    if isinstance(aug, str):
+        return aug
+    return "none" if not getattr(aug, "enabled", True) else "custom"
+
+
+# Dimensions that decide whether others have any effect: sampled first.
+PARENTS = ("model.augmentation", "phase2.unfreeze_layers")
+
+
+def active(name: str, params: dict[str, Any], augmentation: str = "none", unfreeze_layers: int = 0,
+           phase2_epochs: int = 1) -> bool:
+    """Whether dimension `name` changes the trial given `params` drawn so far (else the base values).
+
+    - `augmentation_strength` and `phase1.augment` act only through an augmentation other than `none`;
+    - `phase2.*` acts only when phase 2 trains: some layers unfrozen and phase2.epochs > 0.
+    """
+    if name in (STRENGTH_KEY, "phase1.augment"):
+        return params.get("model.augmentation", augmentation) != "none"
+    if name.startswith("phase2.") and name != "phase2.unfreeze_layers":
+        return phase2_epochs > 0 and int(params.get("phase2.unfreeze_layers", unfreeze_layers)) > 0
+    return True
+
+
+@dataclass(frozen=True)
+class ConditionalSpace:
+    """A define-by-run space (a picklable callable: Ray saves the searcher with it)."""
+
+    dimensions: dict[str, Dimension]
+    augmentation: str
+    unfreeze_layers: int
+    phase2_epochs: int
+
+    def __call__(self, trial) -> None:
+        """Draw the trial's params with `trial.suggest_*`, parents first, skipping inactive ones."""
+        order = sorted(self.dimensions, key=lambda n: (n not in PARENTS, list(self.dimensions).index(n)))
+        params: dict[str, Any] = {}
+        for name in order:
+            if not active(name, params, self.augmentation, self.unfreeze_layers, self.phase2_epochs):
+                continue
+            dim = self.dimensions[name]
+            if dim.kind == "float":
+                params[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log, step=dim.step)
+            elif dim.kind == "int":
+                params[name] = trial.suggest_int(name, dim.low, dim.high, log=dim.log, step=dim.step or 1)
+            else:
+                params[name] = trial.suggest_categorical(name, list(dim.choices))
 
 
 def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -25,10 +25,11 @@ from typing import Any
 
 from gic.config import TrainConfig
 
-from tune.config import METRIC, cpu_threads, gpu_memory_cap_mb
+from tune.config import cpu_threads, gpu_memory_cap_mb
 from tune.space import apply_params
 
 HISTORY_KEY = "val_accuracy_history"  # per-epoch val_accuracy so far: rebuilds ASHA rungs on resume
+COMPUTE_KEY = "compute"  # cumulative compute after this epoch (gic.cost): ASHA's time with search.budget compute
 PLANNED_KEY = "epochs_planned"  # the trial's own E1+E2 (E1 when it does not fine-tune)
 STATE_FILE = "tune_state.json"  # beside the trainer's files in each checkpoint
 
@@ -108,6 +109,9 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
 
     cfg = apply_params(TrainConfig.model_validate(base or {}), config)
     planned = cfg.total_epochs
+    from gic.cost import trial_costs
+
+    costs = trial_costs(cfg)
     every = int(settings.get("checkpoint_every", 1))
     fail_at = settings.get("fail_once_at_epoch")
     fail_always_at = settings.get("fail_always_at_epoch")
@@ -137,15 +141,17 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
         if fail_always_at and epoch == fail_always_at:
             raise RuntimeError(f"injected failure at epoch {epoch} (search.debug.fail_always_at_epoch)")
         del history[epoch - 1:]
-        value = metrics.get(METRIC)
+        value = metrics.get("val_accuracy")
         history.append(None if value is None or not math.isfinite(float(value)) else float(value))
+        seen = [h for h in history if h is not None]
         result = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                   for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
         result.update({
             "epoch": epoch,
             PLANNED_KEY: planned,
             HISTORY_KEY: list(history),
-            "best_val_accuracy": max((h for h in history if h is not None), default=float("nan")),
+            "best_val_accuracy": max(seen) if seen else float("nan"),  # the objective (tune.config.METRIC)
+            COMPUTE_KEY: costs[epoch - 1],
             "node_id": node_id,
             "worker_pid": os.getpid(),  # a reused worker keeps its pid: cold vs warm trials (tune.bench)
             "data_fingerprint": str(getattr(data, "fingerprint", ""))[:16],  # the object-store copy it trained on

@@ -80,14 +80,29 @@ def trial_table(path: str | Path) -> pd.DataFrame:
     frame = load_trials(require_experiment(path))
     if frame.empty:
         return frame
-    frame.insert(2, "status_detail", [_detail(row) for row in frame.to_dict("records")])
+    cut = _cut_by_time_budget(path, frame)
+    frame.insert(2, "status_detail", [_detail(row, row["trial_id"] in cut) for row in frame.to_dict("records")])
     return frame
 
 
-def _detail(row: dict[str, Any]) -> str:
+def _cut_by_time_budget(path: str | Path, frame: pd.DataFrame) -> set[str]:
+    """Trials stopped before their end that ASHA did not stop, when the search's time budget ran out."""
+    from tune.experiment import read_driver
+
+    if not (read_driver(path) or {}).get("time_budget_reached"):
+        return set()
+    try:
+        asha = json.loads((Path(path) / SCHEDULER_STATE).read_text()).get("stops", {})
+    except (OSError, ValueError, AttributeError):
+        asha = {}
+    return set(frame.loc[(frame["status"] == "stopped") & ~frame["trial_id"].isin(list(asha)), "trial_id"])
+
+
+def _detail(row: dict[str, Any], cut_by_time_budget: bool = False) -> str:
     status = row["status"]
     if status == "stopped":
-        return f"stopped by ASHA at epoch {int(row['stopped_at_epoch'])}"
+        by = "the time budget" if cut_by_time_budget else "ASHA"
+        return f"stopped by {by} at epoch {int(row['stopped_at_epoch'])}"
     if status == "errored":
         return f"errored: {row['error']}" if isinstance(row.get("error"), str) else "errored"
     if status == "finished":
@@ -461,27 +476,65 @@ def trial_curves(path: str | Path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def asha_rungs(path: str | Path, cfg: dict[str, Any] | None = None) -> list[int]:
-    """The epochs at which ASHA compared trials: from asha.json, else from the search settings."""
+def asha_rungs(path: str | Path, cfg: dict[str, Any] | None = None) -> list[float]:
+    """ASHA's rung milestones, in the search's budget units (`rung_budget`): from asha.json, else from
+    the search settings (milestones grace * rf^k below max_t, as Ray's ASHA places them)."""
     state_file = Path(path) / SCHEDULER_STATE
     if state_file.is_file():
         try:
-            rungs = [int(r["epoch"]) for r in json.loads(state_file.read_text()).get("rungs", [])]
+            rungs = [float(r.get("at", r.get("epoch"))) for r in json.loads(state_file.read_text()).get("rungs", [])]
             if rungs:
                 return sorted(set(rungs))
-        except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError):
             pass
     cfg = cfg if cfg is not None else search_config(path)
     search, trainer = cfg.get("search") or {}, cfg.get("trainer") or {}
-    max_t = phase_epochs(cfg)[0] + phase_epochs(cfg)[1]
-    grace, factor = int(search.get("grace_period", 1)), float(search.get("reduction_factor", 2))
-    if not trainer or max_t < 1:
+    max_t = _max_t(cfg)
+    grace, factor = float(search.get("grace_period", 1)), float(search.get("reduction_factor", 2))
+    if not trainer or max_t <= 0:
         return []
-    rungs, milestone = [], float(grace)
-    while milestone < max_t:  # Ray's ASHA: milestones grace * rf^k below max_t
-        rungs.append(int(milestone))
+    rungs, milestone = [], grace
+    while milestone < max_t:
+        rungs.append(round(milestone, 6))
         milestone *= factor
     return rungs
+
+
+def rung_budget(path: str | Path, cfg: dict[str, Any] | None = None) -> str:
+    """What the rungs measure: "compute" (gic.cost units) or "epoch" (searches before budgets existed)."""
+    cfg = cfg if cfg is not None else search_config(path)
+    return str((cfg.get("search") or {}).get("budget", "epoch"))
+
+
+def _max_t(cfg: dict[str, Any]) -> float:
+    """The search's max_t from search_config.yaml, through the same SearchSpec as the search."""
+    if rung_budget("", cfg) == "epoch":
+        e1, e2 = phase_epochs(cfg)
+        return e1 + e2
+    try:
+        from tune.config import SearchSettings, SearchSpec
+        from tune.space import parse_space
+
+        from gic.config import TrainConfig
+
+        trainer = TrainConfig.model_validate(cfg["trainer"])
+        space = parse_space(_space_yaml(cfg.get("space") or {}), trainer)
+        return SearchSpec(trainer=trainer, space=space, search=SearchSettings.model_validate(cfg["search"]),
+                          source="").max_t
+    except Exception:  # noqa: BLE001 - an old or hand-edited file: no rungs rather than no report
+        return 0.0
+
+
+def _space_yaml(recorded: dict[str, Any]) -> dict[str, Any]:
+    """search_config.yaml's `space` (one entry per dimension, as recorded) -> a `space:` section."""
+    out: dict[str, Any] = {}
+    for name, dim in recorded.items():
+        leaf = {"choices": list(dim["choices"])} if dim.get("kind") == "categorical" else \
+            {k: dim[k] for k in ("low", "high", "log", "step") if k in dim}
+        if dim.get("kind") == "int":
+            leaf["type"] = "int"
+        out[name] = leaf
+    return out
 
 
 def phase_epochs(cfg: dict[str, Any]) -> tuple[int, int]:

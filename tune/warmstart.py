@@ -85,12 +85,14 @@ def trial_records(path: str | Path) -> list[dict[str, Any]]:
         if state is None:
             continue
         curve = curves.get(row["trial_id"])
-        steps: dict[int, float] = {}
+        steps: dict[int, float] = {}  # the objective per epoch: the best val accuracy so far (tune.config.METRIC)
         if curve is not None and "val_accuracy" in curve:
+            best = None
             for step, value in zip(curve["training_iteration"], curve["val_accuracy"]):
                 if value is not None and math.isfinite(float(value)):
-                    steps[int(step)] = float(value)
-        value = row["last_val_accuracy"] if state != "FAIL" else None
+                    best = float(value) if best is None else max(best, float(value))
+                    steps[int(step)] = best
+        value = row["best_val_accuracy"] if state != "FAIL" else None
         if value is None or (isinstance(value, float) and math.isnan(value)):
             value = steps[max(steps)] if steps and state != "FAIL" else None
             if value is None and state != "FAIL":
@@ -109,7 +111,7 @@ def to_frozen(record: dict[str, Any], distributions: dict[str, Any], source: str
     """A record as an Optuna FrozenTrial over `distributions`; None when its params do not fit them."""
     optuna = _optuna()
     params = record["params"]
-    if set(params) != set(distributions):
+    if not params or not set(params) <= set(distributions):  # a conditional space: a subset is a trial
         return None
     attrs = {"ray_trial_id": record["ray_trial_id"], "status": record.get("status_detail", ""),
              "epochs": record.get("epochs"), "best_val_accuracy": record.get("best_val_accuracy")}
