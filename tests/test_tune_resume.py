@@ -185,7 +185,7 @@ def test_driver_killed_mid_search_resumes_without_losing_anything(synth_dir, tmp
     # The rungs were rebuilt from every trial that had reported before the kill.
     state = json.loads((exp / SCHEDULER_STATE).read_text())
     assert set(before.index) <= set(state["replayed"])
-    first_rung = min(state["rungs"], key=lambda r: r["at"])  # compute 1: every trial's first phase-2 epoch
+    first_rung = min(state["rungs"], key=lambda r: r["at"])  # epoch 1
     assert set(after.index) <= set(first_rung["recorded"])
 
 

@@ -25,11 +25,13 @@ def test_a_valid_file_loads_with_distributions(raw, tmp_path):
     assert isinstance(dists["phase2.unfreeze_layers"], optuna.distributions.IntDistribution)  # inferred from the trainer
     assert dists["phase1.learning_rate"].log
     assert dists["model.augmentation"].choices == ("none", "light")
-    assert spec.max_epochs == 3 and spec.time_attr == "compute"
-    # compute: phase 1 on cached features costs 0, each phase-2 epoch 1 + 2 x the top 2 convs' share
+    assert spec.max_t == spec.max_epochs == 3 and spec.time_attr == "training_iteration"
+    # on compute: phase 1 on cached features costs 0, each phase-2 epoch 1 + 2 x the top 2 convs' share
     from gic.cost import unfrozen_share
 
-    assert spec.max_t == pytest.approx(2 * (1 + 2 * unfrozen_share(32, 2)), abs=1e-5)
+    compute = load(raw, tmp_path, "search.budget=compute")
+    assert compute.time_attr == "compute"
+    assert compute.max_t == pytest.approx(2 * (1 + 2 * unfrozen_share(32, 2)), abs=1e-5)
 
 
 def test_fixed_dimensions_go_into_the_trainer(raw, tmp_path):
@@ -84,8 +86,8 @@ def test_augmentation_strength_scales_rotation_and_zoom_within_bounds(raw, tmp_p
     (lambda r: r.update(space={}), "space: nothing to search"),
     (lambda r: r["search"].update(num_samples=0), "search.num_samples = 0"),
     (lambda r: r["search"].update(reduction_factor=1), "search.reduction_factor = 1"),
-    (lambda r: r["search"].update(grace_period=9), "search.grace_period = 9: expected at most the most compute"),
-    (lambda r: r["search"].update(grace_period=9, budget="epoch"), "search.grace_period = 9: expected at most E1+E2 = 3"),
+    (lambda r: r["search"].update(grace_period=9), "search.grace_period = 9: expected at most E1+E2 = 3"),
+    (lambda r: r["search"].update(grace_period=9, budget="compute"), "search.grace_period = 9: expected at most the most compute"),
     (lambda r: r["search"].update(budget="flops"), "search.budget = 'flops'"),
     (lambda r: r["search"].update(resources_per_trial={"cpu": 1, "gpu": 1.5}), "whole number of GPUs"),
     (lambda r: r["search"].update(resources_per_trial={"cpu": 0}), "search.resources_per_trial.cpu = 0"),

@@ -82,9 +82,12 @@ class SearchSettings(_Strict):
     max_concurrent: int = Field(2, ge=1, description="trials running at once")
     n_startup_trials: int = Field(8, ge=0, description="random trials before TPE models the results")
     seed: int = 0
+    # Measured (README, "Rungs where they pay"): on the demo's data epoch rungs ranked trials like their
+    # final score (Spearman 0.63 at epoch 2) and compute rungs did not (-0.12 at compute 1): epochs stay
+    # the default; compute is there to judge expensive trials on what they used.
     budget: Literal["compute", "epoch"] = Field(
-        "compute", description="what ASHA's rungs measure: compute used (base forward passes over the training "
-                               "split, gic.cost) or epochs")
+        "epoch", description="what ASHA's rungs measure: epochs, or compute used (base forward passes over the "
+                             "training split, gic.cost)")
     grace_period: float = Field(1.0, gt=0, description="budget (compute units or epochs) before ASHA may stop a trial")
     progress_every_s: float = Field(30.0, ge=0, description="seconds between status blocks (0: only events)")
     time_budget_s: float | None = Field(None, gt=0, description="no trial starts after this many seconds, and "
