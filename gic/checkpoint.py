@@ -44,7 +44,10 @@ def write_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     try:
         arrays = {f"var_{i}": v for i, v in enumerate(state["variables"])}
         arrays |= {f"opt_{i}": v for i, v in enumerate(state["optimizer"])}
-        best_is_current = state["best_weights"] is not None and state.get("best_epoch") == state["epoch"]
+        # the best weights are the current variables: no second copy (a phase-1 checkpoint holds the head
+        # alone, while the best weights cover every variable training may change: a copy is kept then)
+        best_is_current = (state["best_weights"] is not None and state.get("best_epoch") == state["epoch"]
+                           and [np.shape(a) for a in state["best_weights"]] == [np.shape(a) for a in state["variables"]])
         best = [] if best_is_current else (state["best_weights"] or [])  # no second copy of the same arrays
         arrays |= {f"best_{i}": v for i, v in enumerate(best)}
         with open(tmp / "state.npz", "wb") as f:

@@ -90,11 +90,31 @@ def _imagenet_weights(image_size: int) -> list[np.ndarray]:
     return [w for layer in conv_layers(probe) for w in layer.get_weights()]
 
 
+def _weights_key(weights: str) -> str:
+    return weights if weights in ("hed", "imagenet") else str(Path(weights).resolve())
+
+
+_PROVIDED_IDS: dict[str, str] = {}  # weights -> weights_id, for arrays handed over by provide_base_weights
+
+
+def provide_base_weights(weights: str, arrays: list[np.ndarray] | None, ident: str) -> None:
+    """Use `arrays` (and cache-key id `ident`) for `model.weights = weights` in this process.
+
+    A search's driver resolves the weights once (downloads ImageNet's, reads a pre-staged file) and
+    hands every trial the arrays through Ray's object store: no trial downloads anything, and a
+    weights file needs to exist on the driver's machine only.
+    """
+    if weights == "none" or arrays is None:
+        return
+    _WEIGHTS_CACHE[_weights_key(weights)] = list(arrays)
+    _PROVIDED_IDS[weights] = ident
+
+
 def base_weights(weights: str, image_size: int) -> list[np.ndarray] | None:
     """The 26 arrays (13 kernels, 13 biases) of VGG16's conv layers, or None for random weights."""
     if weights == "none":
         return None
-    key = weights if weights in ("hed", "imagenet") else str(Path(weights).resolve())
+    key = _weights_key(weights)
     if key not in _WEIGHTS_CACHE:
         if weights == "hed":
             _WEIGHTS_CACHE[key] = _hed_weights()
@@ -109,6 +129,8 @@ def weights_id(weights: str, seed: int) -> str:
     """A short id of the base's initial weights, for cache keys (a file by its content)."""
     if weights == "none":
         return f"random-{seed}"
+    if weights in _PROVIDED_IDS:
+        return _PROVIDED_IDS[weights]
     if weights in ("hed", "imagenet"):
         return weights
     digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]

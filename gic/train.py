@@ -71,6 +71,11 @@ def make_optimizer(name: str, learning_rate: float, precision: str) -> keras.opt
 _FEATURE_CACHE: dict[str, dict[str, np.ndarray]] = {}  # per process: reused workers skip the pass
 
 
+def forget_features() -> None:
+    """Empty this process's feature cache (a search hands every trial its features anew)."""
+    _FEATURE_CACHE.clear()
+
+
 def feature_cache_key(cfg: TrainConfig, data: Dataset, precision: str) -> str:
     return f"{data.fingerprint}-{cfg.data.image_size}-{weights_id(cfg.model.weights, cfg.seed)}-{precision}"
 
@@ -180,9 +185,10 @@ class _Batches:
 # ---------------------------------------------------------------------------------- trainer
 class _TwoPhase:
     def __init__(self, cfg: TrainConfig, data: Dataset, precision: str, on_epoch: EpochCallback | None,
-                 shared_features: SharedFeatures | None = None):
+                 shared_features: SharedFeatures | None = None, keep_best: bool = True):
         self.cfg, self.data, self.precision, self.on_epoch = cfg, data, precision, on_epoch
         self.shared_features = shared_features
+        self.keep_best = keep_best  # a copy of the best epoch's weights (to end with them); not in a search trial
         runtime.seed_everything(cfg.seed, cfg.deterministic)
         self.clf = build_model(cfg, precision)
         self.history: list[dict[str, Any]] = []
@@ -205,24 +211,36 @@ class _TwoPhase:
     # -- state
     def mutable_variables(self) -> list:
         """The variables training can change: the head's and those of the conv layers phase 2 will
-        unfreeze. The others are rebuilt from (weights, seed), so checkpoints leave them out: a
-        checkpoint of the seed recipe is ~30 MB instead of ~190 MB."""
+        unfreeze. The others are rebuilt from (weights, seed), so checkpoints leave them out."""
         n = self.cfg.phase2.unfreeze_layers if self.cfg.fine_tunes else 0
         convs = conv_layers(self.clf.base)
         keep = {id(v) for layer in convs[len(convs) - n:] for v in layer.variables}
         keep |= {id(v) for v in self.clf.head.variables}
         return [v for v in self.clf.model.variables if id(v) in keep]
 
+    def phase_variables(self, phase: int) -> list:
+        """What a checkpoint of `phase` holds: what that phase trains. Phase 1 trains the head alone
+        (the conv layers are still the initial weights, rebuilt from (weights, seed)); phase 2 the head
+        and the unfrozen conv layers. At unfreeze_layers 9 a phase-1 checkpoint is then well under 1 MB
+        instead of the ~58 MB of the conv layers it never changed."""
+        if phase == 2:
+            return self.mutable
+        head = {id(v) for v in self.clf.head.variables}
+        return [v for v in self.mutable if id(v) in head]
+
     def state(self, epoch: int, phase: int) -> dict[str, Any]:
         return {"epoch": epoch, "phase": phase, "history": self.history, "best_epoch": self.best_epoch,
                 "best_value": self.best_value, "timing": self.timing, "config": self.cfg.to_dict(),
-                "variables": [np.asarray(v) for v in self.mutable],
+                "variables": [np.asarray(v) for v in self.phase_variables(phase)],
                 "optimizer": [np.asarray(v) for v in self.target.optimizer.variables],
                 "best_weights": self.best_weights}
 
     def restore(self, state: dict[str, Any], same_phase: bool) -> None:
-        variables = self.mutable
-        if [tuple(v.shape) for v in variables] != [tuple(a.shape) for a in state["variables"]]:
+        shapes = [tuple(a.shape) for a in state["variables"]]
+        variables = self.phase_variables(int(state.get("phase", 2)))
+        if [tuple(v.shape) for v in variables] != shapes:
+            variables = self.mutable  # a checkpoint written before phase-1 checkpoints held the head alone
+        if [tuple(v.shape) for v in variables] != shapes:
             raise GicError("resume: the checkpoint was written for another model (architecture or unfreeze_layers differ)")
         for var, value in zip(variables, state["variables"]):
             var.assign(value)
@@ -233,7 +251,8 @@ class _TwoPhase:
                 var.assign(value)
         self.history = list(state["history"])
         self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
-        self.best_weights, self.timing = state["best_weights"], dict(state["timing"])
+        self.best_weights = state["best_weights"] if self.keep_best else None
+        self.timing = dict(state["timing"])
 
     # -- phases
     def _jit(self) -> bool:
@@ -327,7 +346,8 @@ class _TwoPhase:
                                              else value < self.best_value)
         if better:
             self.best_value, self.best_epoch = value, metrics["epoch"]
-            self.best_weights = [np.array(v) for v in self.mutable]
+            if self.keep_best:
+                self.best_weights = [np.array(v) for v in self.mutable]
         self.history.append(metrics)
         if self.on_epoch is not None:
             epoch, phase = metrics["epoch"], metrics["phase"]
@@ -336,7 +356,8 @@ class _TwoPhase:
 
 def train_two_phase(cfg: TrainConfig, data: Dataset, on_epoch: EpochCallback | None = None,
                     resume: str | Path | None = None, evaluate_test: bool = True,
-                    shared_features: SharedFeatures | None = None, restore_best: bool = True) -> TrainResult:
+                    shared_features: SharedFeatures | None = None, restore_best: bool = True,
+                    keep_best: bool = True) -> TrainResult:
     """Train the head with the base frozen, then fine-tune the top conv layers.
 
     Args:
@@ -352,13 +373,16 @@ def train_two_phase(cfg: TrainConfig, data: Dataset, on_epoch: EpochCallback | N
             `SharedFeatures`); without it, this process's memory and the disk cache.
         restore_best: end with the best epoch's weights (by `cfg.monitor`); False keeps the last
             epoch's, for training on train+validation where there is no held-out split to choose by.
+        keep_best: keep a copy of the best epoch's weights, in memory and in checkpoints (what
+            restore_best ends with). A search trial passes False: it reports its scores, and its
+            weights are never used again, so neither memory nor checkpoints hold a second copy.
 
     Returns:
         TrainResult with the history, the best epoch and score, the model holding the best weights,
         the test metrics and per-phase timings.
     """
     precision = runtime.resolve_precision(cfg.precision)
-    trainer = _TwoPhase(cfg, data, precision, on_epoch, shared_features)
+    trainer = _TwoPhase(cfg, data, precision, on_epoch, shared_features, keep_best=keep_best)
     state = read_checkpoint(resume) if resume is not None else None
     done = state["epoch"] if state else 0
     e1, e2 = cfg.phase1.epochs, (cfg.phase2.epochs if cfg.fine_tunes else 0)
