@@ -187,3 +187,14 @@ def test_a_time_budget_starts_no_trial_after_it_and_writes_everything(synth_dir,
     starts = [int(m) * 60 + int(sec) for m, sec in re.findall(r"\[\s*(\d+)m(\d+)s\] \w+ started", result.output)]
     assert starts and max(starts) <= 30 + 2, starts  # seconds since the search began: none after the budget
     assert wall < 30 + 60  # Ray start-up and the last epoch, not another trial
+
+
+def test_the_report_shows_whether_the_rungs_predict(live_search, tmp_path):
+    from tune.report import make_report
+
+    spec, summary, *_ = live_search
+    report = make_report(summary.experiment_path, out=tmp_path / "report", export=False)
+    text = report.summary.read_text()
+    assert "## Do the rungs predict the final score?" in text and "| rung (compute) |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 0.5 |"))
+    assert row.count("|") == 5  # milestone, reached, ran to the end, rho

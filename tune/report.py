@@ -685,6 +685,32 @@ def _rerun_command(command: str | None, name: str) -> str:
     return shlex.join(args)
 
 
+def _rungs_markdown(folder: Path, cfg: dict[str, Any], frame: pd.DataFrame) -> list[str]:
+    """Do the rungs predict? Spearman's rho between the objective at each rung and the final one
+    (tune.analysis), with a warning when the first rung hardly predicts."""
+    from tune.analysis import WARN_BELOW, finished_scores, rung_correlations
+
+    rungs, budget = asha_rungs(folder, cfg), rung_budget(folder, cfg)
+    if not rungs:
+        return []
+    table = rung_correlations(trial_curves(folder), finished_scores(frame), rungs, budget)
+    unit = "compute" if budget == "compute" else "epoch"
+    lines = ["## Do the rungs predict the final score?", "",
+             "Spearman's rank correlation between each trial's best val accuracy where it reached a rung and "
+             "at its end, over the trials that ran to the end (trials ASHA stopped have no end: a search run "
+             "with `--set search.early_stopping=false` measures it on every trial; `gic-tune rungs` compares "
+             "schemes).", "", f"| rung ({unit}) | trials reached | ran to the end | Spearman rho |", "|---|---|---|---|"]
+    for row in table.to_dict("records"):
+        rho = "-" if row["spearman"] is None or pd.isna(row["spearman"]) else f"{row['spearman']:.2f}"
+        lines.append(f"| {row['rung']:g} | {row['reached']} | {row['finished']} | {rho} |")
+    first = table.iloc[0]
+    if first["spearman"] is not None and not pd.isna(first["spearman"]) and first["spearman"] < WARN_BELOW:
+        lines += ["", f"**Warning:** at the first rung the ranking hardly predicts the final one (rho "
+                      f"{first['spearman']:.2f} < {WARN_BELOW}): trials stopped there may have been good. Consider "
+                      "a later first rung (search.grace_period) or search.budget."]
+    return lines + [""]
+
+
 def _summary(folder: Path, cfg: dict[str, Any], frame: pd.DataFrame, study_name: str,
              importance: dict[str, float], method: str, retrain: list[RetrainResults]) -> _Summary:
     counts = frame["status"].value_counts().to_dict() if not frame.empty else {}
@@ -709,6 +735,7 @@ def _summary(folder: Path, cfg: dict[str, Any], frame: pd.DataFrame, study_name:
     head += [f"- compute: {_fmt_s(wall.sum())} of trial time in total; per trial mean {_fmt_s(wall.mean())}, "
              f"min {_fmt_s(wall.min())}, max {_fmt_s(wall.max())}" if len(wall) else "- compute: -", ""]
     head += _retrain_markdown(retrain, folder)
+    head += _rungs_markdown(folder, cfg, frame)
     body = ["## Reproduce", "", "The same search again, as a new experiment beside this one:", "",
             "```", _rerun_command(cfg.get("command"), study_name), "```", "",
             "## Configuration", "",
