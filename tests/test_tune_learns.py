@@ -198,3 +198,28 @@ def test_the_report_shows_whether_the_rungs_predict(live_search, tmp_path):
     assert "## Do the rungs predict the final score?" in text and "| rung (compute) |" in text
     row = next(line for line in text.splitlines() if line.startswith("| 0.5 |"))
     assert row.count("|") == 5  # milestone, reached, ran to the end, rho
+
+
+def test_resume_of_an_ended_search_refuses_changed_settings_and_otherwise_touches_nothing(live_search, tmp_path):
+    from gic.errors import GicError
+    from tune.search import run_search
+    from tune.testing import write_and_load
+
+    spec, summary, *_ = live_search
+    folder = Path(summary.experiment_path)
+    raw = yaml_load(spec.source)
+    with pytest.raises(GicError, match=r"trainer.phase1.epochs 2 -> 3"):
+        run_search(write_and_load(raw, tmp_path / "changed.yaml", ["trainer.phase1.epochs=3"]), resume=True,
+                   echo=lambda line: None)
+    before = {p: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()}
+    lines: list[str] = []
+    again = run_search(write_and_load(raw, tmp_path / "same.yaml"), resume=True, echo=lines.append)
+    assert again.state == "nothing-to-resume" and again.written == []
+    assert lines[-1].startswith(f"nothing to resume: {folder} has ended") and "--warm-start" in lines[-1]
+    assert {p: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()} == before
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())

@@ -24,12 +24,12 @@ WARN_BELOW = 0.5  # a first rung whose Spearman rho is below this hardly predict
 
 
 def milestones(grace: float, reduction_factor: float, max_t: float) -> list[float]:
-    """Ray's ASHA milestones: grace * rf^k below max_t."""
-    out, m = [], float(grace)
-    while m < max_t - 1e-9:
-        out.append(round(m, 6))
-        m *= reduction_factor
-    return out
+    """Ray's ASHA milestones, as its `_Bracket` places them: grace * rf^k for
+    k < int(log(max_t / grace) / log(rf) + 1), so max_t itself is one when it is grace * rf^k."""
+    if grace <= 0 or max_t < grace:
+        return []
+    count = int(math.log(max_t / grace) / math.log(reduction_factor) + 1 + 1e-9)
+    return [round(grace * reduction_factor ** k, 6) for k in range(count)]
 
 
 def at_rung(curve: pd.DataFrame, milestone: float, budget: str) -> float | None:

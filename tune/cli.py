@@ -238,7 +238,15 @@ def rungs_cmd(results_dir: Path, schemes: tuple[str, ...]) -> None:
         search = search_config(folder).get("search") or {}
         parsed = [(str(search.get("budget", "epoch")), float(search.get("grace_period", 1)),
                    float(search.get("reduction_factor", 2)))]
-    click.echo(scheme_table(str(folder), parsed).to_string(index=False))
+    table = scheme_table(str(folder), parsed)
+    if table.empty:
+        click.echo(f"{folder}: no rung within these schemes' budgets (grace above the longest trial?)")
+        return
+    table["spearman"] = [("-" if v is None or v != v else f"{v:.2f}") for v in table["spearman"]]
+    table["rung"] = [f"{v:g}" for v in table["rung"]]
+    click.echo(table.to_string(index=False))
+    click.echo("spearman: rank correlation between the best val accuracy at the rung and at the end, over the "
+               "trials that ran to the end (-: fewer than 3 of them, or no spread)")
 
 
 @main.command("retrain")

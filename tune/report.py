@@ -734,7 +734,8 @@ def _summary(folder: Path, cfg: dict[str, Any], frame: pd.DataFrame, study_name:
                        if tested else ""))
     head += [f"- compute: {_fmt_s(wall.sum())} of trial time in total; per trial mean {_fmt_s(wall.mean())}, "
              f"min {_fmt_s(wall.min())}, max {_fmt_s(wall.max())}" if len(wall) else "- compute: -", ""]
-    head += _retrain_markdown(retrain, folder)
+    head += (_retrain_markdown(retrain, folder) if best is not None or retrain
+             else ["## Test accuracy", "", "No trial has a val accuracy: nothing to retrain.", ""])
     head += _rungs_markdown(folder, cfg, frame)
     body = ["## Reproduce", "", "The same search again, as a new experiment beside this one:", "",
             "```", _rerun_command(cfg.get("command"), study_name), "```", "",

@@ -165,6 +165,8 @@ def build_searcher(spec: SearchSpec, storage_url: str | None = None):
 
     optuna = optuna_module()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # TPE's `group` (the conditional space) is marked experimental: a user can do nothing about it
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
     s = spec.search
     storage = optuna.storages.RDBStorage(storage_url) if storage_url else None
     sampler = optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, constant_liar=True,

@@ -357,16 +357,6 @@ def _resume_check(spec: SearchSpec, path: str, local: Path | None) -> SearchSumm
     from tune.experiment import read_driver
     from tune.results import TRIALS_CSV
 
-    record = read_driver(local) if local is not None else None
-    if record and record.get("state") in ("finished", "failed"):
-        import pandas as pd
-
-        from tune.results import best_row
-
-        csv = Path(path, TRIALS_CSV)
-        frame = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
-        return SearchSummary(experiment_path=path, trials=frame, state="nothing-to-resume",
-                             best=best_row(frame) if not frame.empty else None, written=_written(path))
     text = Path(path, SEARCH_CONFIG).read_text() if local is not None and Path(path, SEARCH_CONFIG).is_file() \
         else get_text(f"{path}/{SEARCH_CONFIG}")
     if text is not None:
@@ -381,12 +371,23 @@ def _resume_check(spec: SearchSpec, path: str, local: Path | None) -> SearchSumm
                            "Drop those --set/--num-samples options, or start a new search with --name")
         allowed = [c for c in config_changes({k: stored.get(k) for k in keys}, {k: new.get(k) for k in keys},
                                              safe=("search.name",)) if c not in changed]
-        if allowed and local is not None:  # recorded: what each part of the search ran with
-
+        record = read_driver(local) if local is not None else None
+        ended = bool(record and record.get("state") in ("finished", "failed"))
+        if allowed and local is not None and not ended:  # recorded: what each part of the search ran with
             stored.setdefault("resumed", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                      "command": " ".join(map(shlex.quote, sys.argv)),
                                                      "changed": allowed})
             atomic_write_text(Path(path, SEARCH_CONFIG), yaml.safe_dump(stored, sort_keys=False))
+    record = read_driver(local) if local is not None else None
+    if record and record.get("state") in ("finished", "failed"):
+        import pandas as pd
+
+        from tune.results import best_row
+
+        csv = Path(path, TRIALS_CSV)
+        frame = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
+        return SearchSummary(experiment_path=path, trials=frame, state="nothing-to-resume",
+                             best=best_row(frame) if not frame.empty else None)  # nothing written
     return None
 
 
@@ -462,6 +463,8 @@ def _final_line(summary: SearchSummary) -> str:
     head = {"finished": f"done in {summary.wall_s:.0f} s",
             "failed": f"failed after {summary.wall_s:.0f} s: every trial errored",
             "interrupted": f"interrupted after {summary.wall_s:.0f} s",
-            "nothing-to-resume": f"nothing to resume: {summary.experiment_path} has ended"}[summary.state]
+            "nothing-to-resume": f"nothing to resume: {summary.experiment_path} has ended (for more trials, "
+                                 f"start a new search with --name NEW --warm-start {summary.experiment_path})"
+            }[summary.state]
     files = "".join(f"\n  {name}" for name in summary.written)
     return f"{head}: {text}{best_text}{files}"

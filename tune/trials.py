@@ -478,7 +478,7 @@ def trial_curves(path: str | Path) -> dict[str, pd.DataFrame]:
 
 def asha_rungs(path: str | Path, cfg: dict[str, Any] | None = None) -> list[float]:
     """ASHA's rung milestones, in the search's budget units (`rung_budget`): from asha.json, else from
-    the search settings (milestones grace * rf^k below max_t, as Ray's ASHA places them)."""
+    the search settings (tune.analysis.milestones: where Ray's ASHA places them)."""
     state_file = Path(path) / SCHEDULER_STATE
     if state_file.is_file():
         try:
@@ -493,11 +493,9 @@ def asha_rungs(path: str | Path, cfg: dict[str, Any] | None = None) -> list[floa
     grace, factor = float(search.get("grace_period", 1)), float(search.get("reduction_factor", 2))
     if not trainer or max_t <= 0:
         return []
-    rungs, milestone = [], grace
-    while milestone < max_t:
-        rungs.append(round(milestone, 6))
-        milestone *= factor
-    return rungs
+    from tune.analysis import milestones
+
+    return milestones(grace, factor, max_t)
 
 
 def rung_budget(path: str | Path, cfg: dict[str, Any] | None = None) -> str:

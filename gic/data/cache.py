@@ -21,6 +21,7 @@ import numpy as np
 
 from gic.data.layout import CLASS_NAMES, SPLITS, Dataset, Split, shown
 from gic.errors import DataError
+from gic.files import umask_mode
 
 if TYPE_CHECKING:  # pragma: no cover
     from gic.config import DataConfig
@@ -137,6 +138,7 @@ def save_cache(path: Path, ds: Dataset, root: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        umask_mode(tmp)  # mkstemp makes it 0600: a shared cache folder must be readable by others
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)

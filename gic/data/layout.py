@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,8 +254,9 @@ def fresh_dest(dest: Path) -> Path:
     """
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DataError(f"{shown(dest)}: already exists and is not empty; remove it or choose another destination")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    from gic.files import make_temp_dir
+
+    return make_temp_dir(dest.parent, f".{dest.name}.tmp-")
 
 
 def publish(tmp: Path, dest: Path) -> None:
