@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,10 @@ def _file_weights(path: Path, image_size: int) -> list[np.ndarray]:
         raise ModelError(f"model.weights: {path}: no such file; expected imagenet, none, hed or a VGG16 no-top weights file")
     probe = keras.applications.VGG16(weights=None, include_top=False, input_shape=(image_size, image_size, 3))
     try:
-        probe.load_weights(str(path))
+        with warnings.catch_warnings():
+            # Keras warns once per layer it cannot match before it raises: the one-line error says it
+            warnings.simplefilter("ignore")
+            probe.load_weights(str(path))
     except Exception as err:  # h5py, shape and format errors all mean the same to the user
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise ModelError(f"model.weights: {path}: not a Keras VGG16 no-top weights file ({reason})") from None

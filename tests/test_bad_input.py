@@ -263,7 +263,7 @@ def test_odd_images_are_accepted_converted_and_trained_on(env):
     for kind, path in odd.items():
         expected = {"grayscale": "grayscale image, converted", "RGBA": "RGBA (alpha) image, converted",
                     "CMYK": "CMYK image, converted", "palette": "palette image, converted",
-                    "16-bit": "16-bit grayscale image, converted", "tiny": "tiny image (1x1 px"}[kind]
+                    "16-bit": "16-bit grayscale image (0..65535 scaled to 0..255)", "tiny": "tiny image (1x1 px"}[kind]
         assert any(str(path) in w and expected in w for w in warnings), (kind, check.output)
     assert "error:" not in check.output and "Traceback" not in check.output
 
