@@ -166,8 +166,9 @@ def _emit(text: str | bytes, output: Path | None) -> None:
     from gic.errors import GicError
 
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(text) if isinstance(text, bytes) else output.write_text(text)
+        from gic.files import atomic_write_bytes
+
+        atomic_write_bytes(output, text if isinstance(text, bytes) else text.encode())
         click.echo(f"wrote {output}", err=True)
     elif isinstance(text, bytes):
         if sys.stdout.isatty():

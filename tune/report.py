@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from gic.errors import GicError
+from gic.files import atomic_path, atomic_write_text
 
 from tune.experiment import REPORT_DIR, RETRAIN_DIR, STUDY_DB
 from tune.results import best_row, params_of, rank_by_score
@@ -98,7 +99,8 @@ def _optuna_plotting(figsize: tuple[float, float] | None = None) -> Iterator[Non
 
 
 def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=100, bbox_inches="tight", facecolor="white")
+    with atomic_path(path) as tmp:  # a kill never leaves half a PNG
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", facecolor="white")
     _plt().close(fig)
 
 
@@ -878,9 +880,7 @@ def write_html(path: Path, title: str, summary: _Summary, frame: pd.DataFrame, p
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              markdown_to_html(summary.head), "<h2>Plots</h2>", *figures, markdown_to_html(summary.body),
              "<h2>Trials</h2>", trials_html(frame), "</body></html>"]
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(parts))
     return path
 
 
@@ -941,7 +941,7 @@ def make_report(experiment: str | Path, out: str | Path | None = None, export: b
     retrain = retrain_results(folder)
     report.retrain = [r.folder for r in retrain]
     summary = _summary(folder, cfg, frame, study_name, importance, method, retrain)
-    report.summary.write_text(summary.markdown())
+    atomic_write_text(report.summary, summary.markdown())
     captions = {
         "learning_curves": "val accuracy and loss of every trial over both phases, the best in red; purple: "
                            + (f"ASHA rungs at compute {[round(r, 2) for r in rungs]} (diamonds: where each trial reached them)"

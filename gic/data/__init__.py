@@ -120,16 +120,26 @@ def load_dataset(cfg: "DataConfig", progress: bool = False) -> Dataset:
     total = sum(len(p) for per_class in files.values() for p in per_class.values())
     check_cache_room(cpath.parent, total, size)  # before minutes of decoding, not after
     bar = Progress(total) if progress else None
+    # One pass over every split: a bad image anywhere is counted once, with all the others
+    paths = [p for name in SPLITS for cls in CLASS_NAMES for p in files[name][cls]]
+    labels = [i for name in SPLITS for i, cls in enumerate(CLASS_NAMES) for _ in files[name][cls]]
+    split_of = [name for name in SPLITS for cls in CLASS_NAMES for _ in files[name][cls]]
+    # decode_image is looked up here, at call time, so that a test can replace gic.data.decode_image
+    images, labs, kept = decode_split(paths, labels, size, cfg.on_bad_image, bar, max_pixels, decode=decode_image)
+    if len(kept) < len(paths):
+        warnings.warn(f"skipped {len(paths) - len(kept)} of {len(paths)} images that could not be read "
+                      "(data.on_bad_image=skip; each is named above)", stacklevel=2)
+    where = dict(zip(paths, split_of))
     splits = {}
     for name in SPLITS:
-        paths = [p for cls in CLASS_NAMES for p in files[name][cls]]
-        labels = [i for i, cls in enumerate(CLASS_NAMES) for _ in files[name][cls]]
-        # decode_image is looked up here, at call time, so that a test can replace gic.data.decode_image
-        images, labs, kept = decode_split(paths, labels, size, cfg.on_bad_image, bar, max_pixels, decode=decode_image)
+        rows = np.asarray([where[p] == name for p in kept], dtype=bool)
+        names = [p for p in kept if where[p] == name]
+        labs_here = labs[rows] if len(kept) else labs
         for i, cls in enumerate(CLASS_NAMES):
-            if not np.any(labs == i):
+            if not np.any(labs_here == i):
                 raise DataError(f"{shown(root / name / cls)}: every image was unreadable and skipped")
-        splits[name] = Split(images=images, labels=labs, paths=[str(p) for p in kept])
+        splits[name] = Split(images=images[rows] if len(kept) else images, labels=labs_here,
+                             paths=[str(p) for p in names])
     ds = Dataset(**splits, class_names=CLASS_NAMES, image_size=size, fingerprint=fp)
     save_cache(cpath, ds, root)
     return ds

@@ -153,7 +153,8 @@ def decode_image(path: str | Path, size: int, max_pixels: int = MAX_IMAGE_PIXELS
 
 
 class Progress:
-    """Prints `decoded N/TOTAL images` to stderr every `every` images and at the end (thread-safe)."""
+    """Prints `decoded N/TOTAL images` to stderr every `every` images and, when the decode succeeded,
+    at the end (`close`): a run stopped by a bad image prints only its error (thread-safe)."""
 
     def __init__(self, total: int, every: int = 200):
         self.total, self.every, self.done = total, every, 0
@@ -162,8 +163,12 @@ class Progress:
     def step(self) -> None:
         with self._lock:
             self.done += 1
-            if self.done % self.every == 0 or self.done == self.total:
+            if self.done % self.every == 0 and self.done < self.total:
                 print(f"decoded {self.done}/{self.total} images", file=sys.stderr, flush=True)
+
+    def close(self, kept: int) -> None:
+        """The final line: images decoded and kept."""
+        print(f"decoded {kept}/{self.total} images", file=sys.stderr, flush=True)
 
 
 def decode_split(paths: list[Path], labels: list[int], size: int, on_bad_image: str, progress: Progress | None,
@@ -206,6 +211,10 @@ def decode_split(paths: list[Path], labels: list[int], size: int, on_bad_image: 
             raise DataError(bad[first] + more)
         for i in sorted(bad):
             warnings.warn(f"skipped {bad[i]}", stacklevel=3)
+        if progress:
+            progress.close(len(paths) - len(bad))
         keep = [i for i in range(len(paths)) if i not in bad]
         return images[keep], np.asarray(labels, dtype=np.int32)[keep], [paths[i] for i in keep]
+    if progress:
+        progress.close(len(paths))
     return images, np.asarray(labels, dtype=np.int32), paths
