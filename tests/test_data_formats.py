@@ -318,3 +318,16 @@ def test_check_says_how_deep_images_are_scaled(tmp_path):
 
 def test_cache_format_was_bumped_for_the_new_decoding():
     assert CACHE_FORMAT >= 2
+
+
+def test_unreadable_images_skipped_are_reported_on_every_load_cache_hits_too(tmp_path):
+    root = tiny(tmp_path)
+    (root / "validation" / "women" / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "train" / "men" / "empty.png").write_bytes(b"")
+    cfg = cfg_for(root, tmp_path, on_bad_image="skip")
+    first, said = load_quietly(cfg)  # decodes, and caches what it kept
+    assert said[-1].startswith("skipped 2 of 18 images that could not be read")  # counted over every split
+    again, said_again = load_quietly(cfg)  # a cache hit: nothing decoded, the same report
+    assert len(again.train) == len(first.train) and len(again.validation) == len(first.validation)
+    assert said_again == [said_again[0]] and said_again[0].startswith("skipped 2 of 18 images that could not be read")
+    assert "broken.jpg" in said_again[0] and "empty.png" in said_again[0]

@@ -115,6 +115,13 @@ def load_dataset(cfg: "DataConfig", progress: bool = False) -> Dataset:
     cached = load_cache(cpath, root, fp, size)
     if cached is not None:
         log.info("data cache hit: %s", cpath)
+        listed = [str(p) for name in SPLITS for cls in CLASS_NAMES for p in files[name][cls]]
+        held = {p for name in SPLITS for p in cached.split(name).paths}
+        missing = [p for p in listed if p not in held]
+        if missing:  # said on every load, not only on the one that decoded them
+            names = ", ".join(shown(Path(p)) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
+            warnings.warn(f"skipped {len(missing)} of {len(listed)} images that could not be read "
+                          f"(data.on_bad_image=skip): {names}", stacklevel=2)
         return cached
 
     total = sum(len(p) for per_class in files.values() for p in per_class.values())
