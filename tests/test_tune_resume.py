@@ -243,7 +243,7 @@ def test_driver_killed_at_random_points_then_resumed_or_rerun_accounts_for_every
     after = pd.read_csv(exp / "trials.csv").set_index("trial_id")
     assert len(after) == samples and set(after["status"]) <= {"finished", "stopped"}, after
     for tid, best in ended_before.items():  # a trial that ended before a kill is never rerun or lost
-        assert after.loc[tid, "best_val_accuracy"] == pytest.approx(best)
+        assert after.loc[tid, "best_val_accuracy"] == pytest.approx(best, rel=1e-5)  # trials.csv: 6 digits
     assert json.loads((exp / "driver.json").read_text())["state"] == "finished"
 
 
