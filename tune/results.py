@@ -128,14 +128,12 @@ def round_metrics(frame: pd.DataFrame, digits: int = SIGNIFICANT_DIGITS) -> pd.D
     return out
 
 
-def write_trials_csv(frame: pd.DataFrame, experiment_dir: str | Path) -> Path:
-    """Write trials.csv atomically (a reader never sees half a file), metrics rounded."""
-    from gic.files import atomic_path
+def write_trials_csv(frame: pd.DataFrame, experiment_dir: str | Path) -> str:
+    """Write trials.csv atomically (a reader never sees half a file), metrics rounded, into a local
+    folder or a URI; returns where it went."""
+    from tune.experiment import ExperimentFolder
 
-    path = Path(experiment_dir) / TRIALS_CSV
-    with atomic_path(path) as tmp:
-        round_metrics(frame).to_csv(tmp, index=False)
-    return path
+    return ExperimentFolder(experiment_dir).write_text(TRIALS_CSV, round_metrics(frame).to_csv(index=False))
 
 
 def rank_by_score(frame: pd.DataFrame, best_first: bool = True) -> pd.DataFrame:
@@ -182,7 +180,7 @@ def write_best_config(base: TrainConfig, frame: pd.DataFrame, experiment_dir: st
 
 
 def load_trials(experiment_dir: str | Path) -> pd.DataFrame:
-    """The trial table of an experiment folder on disk (no Ray needed).
+    """The trial table of an experiment folder, local or on a URI (no Ray needed).
 
     Reads each trial folder's params.json and the last line of result.json, and Ray's
     experiment state for statuses; trials without a state are reported as they look on disk.
@@ -190,43 +188,47 @@ def load_trials(experiment_dir: str | Path) -> pd.DataFrame:
     Raises:
         GicError: when the folder is not an experiment.
     """
-    root = Path(experiment_dir)
-    if not root.is_dir() or not any(root.glob("experiment_state-*.json")):
-        raise GicError(f"{root}: not an experiment folder (no experiment_state-*.json)")
-    statuses = _statuses(root)
-    from tune.experiment import driver_gone
+    from tune.experiment import ExperimentFolder, driver_gone
 
+    folder = ExperimentFolder(experiment_dir)
+    entries = folder.entries()
+    states = [(name, mtime) for name, is_dir, mtime in entries
+              if not is_dir and name.startswith("experiment_state-") and name.endswith(".json")]
+    if not states:
+        raise GicError(f"{folder.location}: not an experiment folder (no experiment_state-*.json)")
+    statuses = _statuses(folder, states)
     # Ray's snapshot says RUNNING for trials that were running when the driver stopped or was killed
-    orphaned = driver_gone(root)
+    orphaned = driver_gone(folder)
     rows = []
-    for params_file in sorted(root.glob("*/params.json")):
-        trial_dir = params_file.parent
-        params = json.loads(params_file.read_text())
+    for name in sorted(name for name, is_dir, _ in entries if is_dir):
+        params_text = folder.read_text(f"{name}/params.json")
+        if params_text is None:
+            continue
+        params = json.loads(params_text)
         last = None
-        result_file = trial_dir / "result.json"
-        if result_file.is_file():
-            lines = [line for line in result_file.read_text().splitlines() if line.strip()]
+        result_text = folder.read_text(f"{name}/result.json")
+        if result_text is not None:
+            lines = [line for line in result_text.splitlines() if line.strip()]
             last = json.loads(lines[-1]) if lines else None
-        trial_id = (last or {}).get("trial_id") or trial_dir.name.removeprefix("trial_")
+        trial_id = (last or {}).get("trial_id") or name.removeprefix("trial_")
         if statuses and trial_id not in statuses:
             continue  # a folder from an interrupted run that Ray's snapshot never recorded
         status, error = statuses.get(trial_id, ("TERMINATED" if last else "PENDING", None))
-        error_file = trial_dir / "error.txt"
-        if status == "ERROR" and error_file.is_file():
-            error = _error_line(error_file.read_text())
+        if status == "ERROR":
+            error = _error_line(folder.read_text(f"{name}/error.txt")) or error
         if orphaned and status in ("RUNNING", "PENDING", "PAUSED"):
             status = "INTERRUPTED"
         rows.append(trial_row(trial_id, params, status, last, error))
     return table(rows)
 
 
-def _statuses(root: Path) -> dict[str, tuple[str, str | None]]:
+def _statuses(folder, states: list[tuple[str, float]]) -> dict[str, tuple[str, str | None]]:
     """{trial_id: (status, None)} from the newest experiment_state-*.json."""
     # By the start time in the name: a resumed run writes a new file, and syncing the experiment
     # folder also touches the old one, so modification times do not tell which is current.
-    newest = max(root.glob("experiment_state-*.json"), key=lambda p: (p.name, p.stat().st_mtime))
+    newest = max(states)[0]
     try:
-        state = json.loads(newest.read_text())
+        state = json.loads(folder.read_text(newest) or "")
     except (OSError, json.JSONDecodeError):
         return {}
     out = {}

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from gic.errors import GicError
-from gic.files import atomic_write_json
 
 from tune.experiment import WARM_START_FILE
 from tune.results import params_of
@@ -178,10 +177,10 @@ def warm_start_searcher(searcher, source: str | Path, spec, experiment_path: str
                                    old_cfg["trainer"].get("phase2", {}).get("epochs")) != (
             spec.trainer.phase1.epochs, spec.trainer.phase2.epochs):
         note = " (note: its epoch budget differs from this search's)"
-    if "://" not in str(experiment_path):
-        Path(experiment_path).mkdir(parents=True, exist_ok=True)
-        doc = {"source": str(source), "trials": [r for r, _ in kept]}
-        atomic_write_json(Path(experiment_path, WARM_START_FILE), doc)
+    from tune.experiment import ExperimentFolder
+
+    # on a local folder or a URI alike: report and --resume read it from the experiment
+    ExperimentFolder(experiment_path).write_json(WARM_START_FILE, {"source": str(source), "trials": [r for r, _ in kept]})
     states = {}
     for r, _ in kept:
         states[r["state"]] = states.get(r["state"], 0) + 1
