@@ -53,8 +53,40 @@ def _import_tensorflow_quietly() -> None:
 _import_tensorflow_quietly()
 
 
+def release_models_after_training() -> None:
+    """Make a model trained by Keras' fit() free its memory once it is gone (idempotent).
+
+    Keras 3's TensorFlow optimizer applies each update through tf.distribute's merge_call. Traced in
+    a tf.function (every fit), that path keeps the traced train step alive after the model is
+    deleted, and with it the model's variables: every model trained in a process stays in its
+    memory, keras.backend.clear_session() or not. Measured (TF 2.21, Keras 3.15, VGG16 at 32 px):
+    five fits in one process grew its private memory 554 -> 765 MB; with the update applied
+    directly, 554 -> 560 MB. Without a tf.distribute strategy (gic never uses one) the direct
+    update is the same arithmetic; under a strategy Keras' own path is kept.
+    """
+    try:
+        import tensorflow as tf
+        from keras.src import backend as keras_backend
+        from keras.src.backend.tensorflow.optimizer import TFOptimizer
+    except ImportError:  # another Keras backend or layout: nothing to do
+        return
+    original = TFOptimizer.__dict__.get("_backend_update_step")
+    if original is None or getattr(original, "_gic_direct", False):
+        return
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if tf.distribute.has_strategy():
+            return original(self, grads, trainable_variables, learning_rate)
+        for grad, var in zip(grads, trainable_variables):
+            self.update_step(grad, var.value if isinstance(var, keras_backend.Variable) else var, learning_rate)
+
+    _backend_update_step._gic_direct = True
+    TFOptimizer._backend_update_step = _backend_update_step
+
+
 def configure_tensorflow(threads: int | None = None, gpu_memory_mb: int | None = None) -> None:
-    """Set CPU threads, GPU memory growth and an optional per-process GPU memory cap.
+    """Set CPU threads, GPU memory growth and an optional per-process GPU memory cap; make trained
+    models free their memory when they are gone (release_models_after_training).
 
     Args:
         threads: intra-op threads (inter-op gets 2); None leaves TensorFlow's default (all cores).
@@ -63,6 +95,7 @@ def configure_tensorflow(threads: int | None = None, gpu_memory_mb: int | None =
     """
     import tensorflow as tf
 
+    release_models_after_training()
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(int(threads))
