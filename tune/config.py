@@ -99,6 +99,13 @@ class SearchSettings(_Strict):
     max_failures: int = Field(2, ge=0, description="retries of a crashed trial, each from its last checkpoint")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (the last epoch always saves)")
     storage_path: str = Field("results", min_length=1, description="local folder, shared filesystem or cloud URI")
+    # A local storage_path on a cluster of several nodes is refused before any trial starts (the
+    # other nodes cannot write their checkpoints there), unless it is a shared filesystem (NFS, EFS,
+    # Lustre) mounted at the same path on every node: say so here.
+    shared_filesystem: bool = False
+    # A trial's checkpoints serve its retries and --resume; once it has ended nothing reads them
+    # (retrain trains from scratch), so they are deleted then. True keeps them.
+    keep_checkpoints: bool = False
     reuse_actors: bool = True  # warm workers: TF imported and base weights cached once per worker
     address: str | None = None  # None: a local Ray; `auto` or host:port: join a cluster
     debug: DebugSettings = DebugSettings()

@@ -23,13 +23,14 @@ from typing import Any, Callable
 
 import yaml
 from gic.errors import GicError
-from gic.files import atomic_write_text
 
 from tune.callbacks import ProgressPrinter, TrialsTableWriter
 from tune.config import METRIC, MODE, SearchSpec
 from tune.schedulers import PruningAwareOptunaSearch, ReplayASHA, build_scheduler, build_searcher, optuna_module
 from tune.trainable import run_trial, trial_dirname
-from tune.experiment import OPTUNA_TRIALS, SCHEDULER_STATE, SEARCH_CONFIG, STUDY_DB, get_text, mark_driver
+from tune.checkpoints import CheckpointSweeper
+from tune.experiment import (OPTUNA_TRIALS, SCHEDULER_STATE, SEARCH_CONFIG, STUDY_DB, ExperimentFolder, join,
+                             mark_driver, parent)
 
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def experiment_path(spec: SearchSpec, name: str | None = None) -> str:
     storage = spec.search.storage_path
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
-    return f"{storage.rstrip('/')}/{name or spec.search.name}"
+    return join(storage, name or spec.search.name)  # a URI's query (?endpoint_override=...) stays at its end
 
 
 def _is_uri(path: str) -> bool:
@@ -79,49 +80,99 @@ def _is_uri(path: str) -> bool:
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     """Join a cluster (`auto` or host:port), or start a local Ray without its dashboard.
 
-    The dashboard hosts Ray's job API, which runs arbitrary code for whoever reaches it: a local
-    search does not start it (Ray then keeps only a minimal head process on 127.0.0.1). Ray 2.60's
-    core ports (GCS, raylet, object manager) listen on every interface whatever the node IP, and
-    `_node_ip_address="127.0.0.1"` is rewritten to the machine's address, so this cannot pin them
-    to loopback: they are guarded by Ray's token authentication (on by default since 2.5x) and, on a
-    shared network, must sit behind a firewall (configs/cluster/ shows one).
+    Without an address this always starts a new local Ray (`address="local"`): never the cluster that
+    an earlier `ray start` on this machine recorded in /tmp/ray/ray_current_cluster, or RAY_ADDRESS
+    (a plain ray.init() would join that cluster when it lives, and hang on its dead address when it
+    is gone). With one, something must answer there within seconds (tune.preflight.check_address).
+
+    Workers' output reaches this process's (log_to_driver): an error or a warning printed in a
+    trial is seen where the search runs. The dashboard hosts Ray's job API, which runs arbitrary
+    code for whoever reaches it: a local search does not start it. Ray 2.60's core ports (GCS,
+    raylet, object manager) listen on every interface whatever the node IP, so they are guarded by
+    Ray's token authentication (a local ray.init() turns it on in 2.60; `ray start` only with
+    RAY_AUTH_MODE=token, see configs/cluster/) and, on a shared network, must sit behind a firewall.
 
     Returns:
         True when this call started Ray (the caller shuts it down).
+
+    Raises:
+        GicError: the address does not answer, or the cluster refuses this driver (authentication).
     """
     import ray
 
     if ray.is_initialized():
         return False
+    # With workers' output forwarded, Ray's tqdm support would replace builtins.print in this process
+    # on the first line a worker prints (and a search's echo=print could no longer be pickled).
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     quiet = os.environ.get("GIC_TUNE_VERBOSE", "") in ("", "0")
-    common = dict(log_to_driver=not quiet, logging_level=logging.WARNING if quiet else logging.INFO,
-                  include_dashboard=False)
-    if address:
+    # Workers log at WARNING unless GIC_TUNE_VERBOSE: errors and warnings, not Ray's per-checkpoint notes.
+    common = dict(log_to_driver=True, logging_level=logging.WARNING if quiet else logging.INFO,
+                  logging_config=ray.LoggingConfig(log_level="WARNING" if quiet else "INFO"), include_dashboard=False)
+    if not address or address == "local":
+        ray.init(address="local", num_cpus=num_cpus, **common)
+        return True
+    from tune.preflight import check_address
+
+    hostport = check_address(address)
+    try:
         ray.init(address=address, **common)
-    else:
-        ray.init(num_cpus=num_cpus, **common)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as err:
+        text = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                "; a cluster with token authentication needs RAY_AUTH_MODE=token and its token here "
+                "(~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)")
+        raise GicError(f"--address {address}: the Ray cluster at {hostport} refused this driver ({text}){hint}") from None
     return True
 
 
-def build_trainable(spec: SearchSpec, data: Any, experiment_path: str = ""):
-    """The trial function with the dataset in the object store and the trial's resources."""
-    from ray import tune
-
+def trial_settings(spec: SearchSpec, experiment_path: str = "") -> dict[str, Any]:
+    """What every trial (and the phase-1 features task) is told besides its params."""
     r = spec.search.resources_per_trial
     d = spec.search.debug
-    settings = {"cpu": r.cpu, "gpu": r.gpu, "gpu_memory_margin_mb": r.gpu_memory_margin_mb,
-                "checkpoint_every": spec.search.checkpoint_every,
-                "fail_once_at_epoch": d.fail_once_at_epoch, "fail_always_at_epoch": d.fail_always_at_epoch,
-                "failing_trials": d.failing_trials, "dry_run": d.dry_run, "dry_run_epoch_s": d.dry_run_epoch_s,
-                "experiment_path": experiment_path, "feature_store": None if d.dry_run else _feature_store()}
-    trainable = tune.with_parameters(run_trial, data=data, base=spec.trainer.to_dict(), settings=settings)
+    return {"cpu": r.cpu, "gpu": r.gpu, "gpu_memory_margin_mb": r.gpu_memory_margin_mb,
+            "checkpoint_every": spec.search.checkpoint_every,
+            "fail_once_at_epoch": d.fail_once_at_epoch, "fail_always_at_epoch": d.fail_always_at_epoch,
+            "failing_trials": d.failing_trials, "dry_run": d.dry_run, "dry_run_epoch_s": d.dry_run_epoch_s,
+            "experiment_path": experiment_path}
+
+
+def build_trainable(spec: SearchSpec, shipped: Any, experiment_path: str = ""):
+    """The trial function with the trial's resources, and what the driver resolved for all trials
+    (tune.features.Shipped: train/validation data, base weights, phase-1 features) put in the object
+    store once by tune.with_parameters. A plain Dataset is shipped as it is (no weights, no features)."""
+    from ray import tune
+
+    from tune.features import Shipped
+
+    if not isinstance(shipped, Shipped):
+        shipped = Shipped(data=shipped)
+    r = spec.search.resources_per_trial
+    trainable = tune.with_parameters(run_trial, data=shipped.data, base=spec.trainer.to_dict(),
+                                     settings=trial_settings(spec, experiment_path), weights=shipped.weights,
+                                     features=shipped.features)
     return tune.with_resources(trainable, {"cpu": r.cpu, "gpu": r.gpu})
 
 
-def _feature_store():
-    from tune.features import FeatureStore
+def _resolve_for_trials(spec: SearchSpec, path: str, echo: Callable[[str], None]):
+    """Everything trials need, resolved once here (tune.features): the base weights (before the data:
+    an unresolvable weights setting fails in seconds, exit 2), the train and validation splits, and
+    the phase-1 features (one Ray task)."""
+    from gic.data import load_dataset
 
-    return FeatureStore.remote()
+    from tune.features import Shipped, compute_features, needs_features, resolve_weights, without_test
+
+    t = spec.trainer
+    weights = None
+    if not spec.search.debug.dry_run:
+        echo(f"resolving the base weights ({t.model.weights}) once for all trials")
+        weights = resolve_weights(t.model.weights, t.data.image_size, t.seed)
+    echo(f"loading data ({t.data.source}, {t.data.image_size} px) once for all trials")
+    data = without_test(load_dataset(t.data))
+    features = None
+    if needs_features(spec):
+        features = compute_features(spec, data, weights, trial_settings(spec, path), echo)
+    return Shipped(data=data, weights=weights, features=features)
 
 
 def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None = None,
@@ -157,6 +208,7 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
     name = name or spec.search.name
     path = experiment_path(spec, name)
     local = None if _is_uri(path) else Path(path)
+    folder = ExperimentFolder(path)
     if local is not None and local.exists() and not local.is_dir():
         raise GicError(f"{path}: exists and is not a folder; expected an experiment folder or nothing")
     if local is not None and local.is_dir() and _killed_before_saved(local):
@@ -168,17 +220,15 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
         for entry in local.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         resume = False
-    if not resume and local is not None and local.exists() and any(local.iterdir()):
-        raise GicError(f"{path} already exists; add --resume to continue it or --name for a new experiment")
-    if resume and local is not None and not (local / "tuner.pkl").is_file():
-        raise GicError(f"{path}: no experiment to resume (no tuner.pkl)")
-    if resume:
-        done = _resume_check(spec, path, local)
-        if done is not None:
-            echo(_final_line(done))
-            return done
-    fresh = local is not None and not resume
-    created = fresh and not local.exists()
+    if local is not None:
+        _check_experiment_folder(folder, path, resume)
+        if resume:
+            done = _resume_check(spec, path, local)
+            if done is not None:
+                echo(_final_line(done))
+                return done
+    fresh = not resume
+    created = local is not None and fresh and not local.exists()
     if local is not None:
         from gic.files import check_writable
 
@@ -186,10 +236,21 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
         mark_driver(local, "running")
 
     started = time.time()
+    marked = local is not None
     try:
         owns_ray = init_ray(address or spec.search.address, num_cpus=num_cpus)
         try:
             check_resources(spec, owns_ray, echo)
+            preflight(spec, path, echo)
+            if local is None:  # a URI: reachable now (preflight), so its folder can be checked and marked
+                _check_experiment_folder(folder, path, resume)
+                if resume:
+                    done = _resume_check(spec, path, local)
+                    if done is not None:
+                        echo(_final_line(done))
+                        return done
+                mark_driver(folder, "running")
+                marked = True
             return _run(spec, name, path, local, resume, echo, command, started, warm_start, callbacks)
         finally:
             if owns_ray:
@@ -197,17 +258,52 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
 
                 ray.shutdown()
     except BaseException:
-        if local is not None and local.is_dir():
-            mark_driver(local, "interrupted")  # its running trials are orphans now, not "running"
+        if marked and (local is None or local.is_dir()):
+            try:
+                mark_driver(folder, "interrupted")  # its running trials are orphans now, not "running"
+            except OSError:
+                pass
         # Nothing half-written: a new experiment that failed (or was interrupted) before Ray saved a
         # state that --resume can use leaves no folder behind, so the same command can run again.
-        if fresh and local.is_dir() and not tune.Tuner.can_restore(str(local)):
+        if fresh and local is not None and local.is_dir() and not tune.Tuner.can_restore(str(local)):
             import shutil
 
             shutil.rmtree(local, ignore_errors=True)
             if not created:
                 local.mkdir(parents=True, exist_ok=True)
+        elif fresh and local is None and marked and not _can_restore(path):
+            try:
+                folder.remove("")
+            except OSError:
+                pass
         raise
+
+
+def _can_restore(path: str) -> bool:
+    from ray import tune
+
+    try:
+        return tune.Tuner.can_restore(path)
+    except Exception:  # noqa: BLE001 - an unreachable URI cannot be restored either
+        return False
+
+
+def _check_experiment_folder(folder: ExperimentFolder, path: str, resume: bool) -> None:
+    """A new experiment needs an empty or absent folder; --resume one that Ray can restore."""
+    if not resume and folder.entries():
+        raise GicError(f"{path} already exists; add --resume to continue it or --name for a new experiment")
+    if resume and not folder.is_file("tuner.pkl"):
+        raise GicError(f"{path}: no experiment to resume (no tuner.pkl)")
+
+
+def preflight(spec: SearchSpec, path: str, echo: Callable[[str], None] = print) -> None:
+    """The checks that need Ray and run before any trial: storage every node can write, a GPU share
+    with room for a memory cap (tune.preflight). The address was checked by init_ray, the resources
+    by check_resources; the base weights are checked where the driver resolves them (_run)."""
+    from tune.preflight import check_gpu_share, check_storage
+
+    check_storage(spec, path, echo)
+    check_gpu_share(spec)
 
 
 def check_resources(spec: SearchSpec, owns_ray: bool, echo: Callable[[str], None] = print) -> None:
@@ -233,11 +329,7 @@ def check_resources(spec: SearchSpec, owns_ray: bool, echo: Callable[[str], None
 def _run(spec, name, path, local, resume, echo, command, started, warm_start=None, callbacks=None) -> SearchSummary:
     from ray import tune
 
-    echo(f"loading data ({spec.trainer.data.source}, {spec.trainer.data.image_size} px) once for all trials")
-    from gic.data import load_dataset
-
-    data = load_dataset(spec.trainer.data)
-    trainable = build_trainable(spec, data, path)
+    trainable = build_trainable(spec, _resolve_for_trials(spec, path, echo), path)
     s = spec.search
     if resume:
         if not tune.Tuner.can_restore(path):
@@ -254,14 +346,14 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
         if local is not None:
             local.mkdir(parents=True, exist_ok=True)
         run_config = tune.RunConfig(
-            name=name, storage_path=path.rsplit("/", 1)[0],
+            name=name, storage_path=parent(path),
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
             # The latest checkpoint is always kept besides the num_to_keep best: last + best.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                     checkpoint_score_order=MODE),
             callbacks=[ProgressPrinter(s.num_samples, echo, s.progress_every_s, s.max_concurrent),
                        TrialsTableWriter(spec.trainer.to_dict()),
-                       *(callbacks or [])],
+                       *([] if s.keep_checkpoints else [CheckpointSweeper()]), *(callbacks or [])],
             verbose=0)
         tune_config = tune.TuneConfig(search_alg=limited, scheduler=scheduler, num_samples=s.num_samples,
                                       reuse_actors=s.reuse_actors, trial_dirname_creator=trial_dirname,
@@ -289,26 +381,24 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
     # Ctrl-C (SIGINT) makes Ray stop the loop, snapshot the experiment and return normally, with the
     # trials it stopped marked as ended in memory. Its last snapshot on disk still says which were
     # running: an interrupted search has trials running there, or fewer trials than planned.
-    interrupted = False
+    # The same on a URI: its snapshot is read through pyarrow (tune.experiment.ExperimentFolder).
+    from tune.results import load_trials, write_trials_csv
+
+    expected = int(getattr(tune_config, "num_samples", None) or s.num_samples)
     # Ray's time budget (search.time_budget_s) ends a search with fewer trials than planned too.
     budget_s = getattr(tune_config, "time_budget_s", None) or s.time_budget_s
     reached = bool(budget_s) and time.time() - fit_started >= float(budget_s) - 1
-    if local is not None:
-        from tune.results import load_trials, write_trials_csv
-
-        expected = int(getattr(tune_config, "num_samples", None) or s.num_samples)
-        on_disk = load_trials(path)
-        interrupted = ((len(on_disk) < expected and not reached)
-                       or bool(on_disk["status"].isin(["running", "pending", "paused"]).any()))
-        if interrupted:
-            mark_driver(local, "interrupted")
-            write_trials_csv(load_trials(path), path)  # not "stopped by ASHA": interrupted
+    on_disk = load_trials(path)
+    interrupted = ((len(on_disk) < expected and not reached)
+                   or bool(on_disk["status"].isin(["running", "pending", "paused"]).any()))
+    if interrupted:
+        mark_driver(path, "interrupted")
+        write_trials_csv(load_trials(path), path)  # not "stopped by ASHA": interrupted
     summary = _finish(path, spec, grid, searcher, scheduler, time.time() - started)
     summary.interrupted = interrupted
     summary.state = end_state(summary.trials, interrupted)
-    if local is not None:
-        mark_driver(local, summary.state, **({"time_budget_s": float(budget_s), "time_budget_reached": reached}
-                                             if budget_s else {}))
+    mark_driver(path, summary.state, **({"time_budget_s": float(budget_s), "time_budget_reached": reached}
+                                        if budget_s else {}))
     if reached:
         echo(f"time budget of {float(budget_s):g} s reached: no trial started after it; trials still running "
              "were stopped (their rows say so)")
@@ -339,14 +429,14 @@ def _written(path: str) -> list[str]:
     """The experiment's summary files that exist (a summary never names a file it did not write)."""
     from tune.results import BEST_CONFIG, TRIALS_CSV
 
-    if _is_uri(path):
-        return [f"{path}/{name}" for name in (TRIALS_CSV, BEST_CONFIG) if get_text(f"{path}/{name}") is not None]
-    return [f"{path}/{name}" for name in (TRIALS_CSV, BEST_CONFIG) if Path(path, name).is_file()]
+    folder = ExperimentFolder(path)
+    return [folder.uri(name) for name in (TRIALS_CSV, BEST_CONFIG) if folder.is_file(name)]
 
 
 # What --resume may change: where and how trials run, never what they train (their results would
 # then mix two budgets). Anything else is refused, naming the keys.
-RESUME_SAFE_KEYS = ("search.resources_per_trial.", "search.checkpoint_every", "search.address")
+RESUME_SAFE_KEYS = ("search.resources_per_trial.", "search.checkpoint_every", "search.address",
+                    "search.keep_checkpoints", "search.shared_filesystem")
 
 
 def _resume_check(spec: SearchSpec, path: str, local: Path | None) -> SearchSummary | None:
@@ -357,8 +447,10 @@ def _resume_check(spec: SearchSpec, path: str, local: Path | None) -> SearchSumm
     from tune.experiment import read_driver
     from tune.results import TRIALS_CSV
 
-    text = Path(path, SEARCH_CONFIG).read_text() if local is not None and Path(path, SEARCH_CONFIG).is_file() \
-        else get_text(f"{path}/{SEARCH_CONFIG}")
+    folder = ExperimentFolder(path)
+    record = read_driver(folder)
+    ended = bool(record and record.get("state") in ("finished", "failed"))
+    text = folder.read_text(SEARCH_CONFIG)
     if text is not None:
         stored = yaml.safe_load(text) or {}
         new = _search_doc(spec)
@@ -371,36 +463,33 @@ def _resume_check(spec: SearchSpec, path: str, local: Path | None) -> SearchSumm
                            "Drop those --set/--num-samples options, or start a new search with --name")
         allowed = [c for c in config_changes({k: stored.get(k) for k in keys}, {k: new.get(k) for k in keys},
                                              safe=("search.name",)) if c not in changed]
-        record = read_driver(local) if local is not None else None
-        ended = bool(record and record.get("state") in ("finished", "failed"))
-        if allowed and local is not None and not ended:  # recorded: what each part of the search ran with
+        if allowed and not ended:  # recorded: what each part of the search ran with
             stored.setdefault("resumed", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                      "command": " ".join(map(shlex.quote, sys.argv)),
                                                      "changed": allowed})
-            atomic_write_text(Path(path, SEARCH_CONFIG), yaml.safe_dump(stored, sort_keys=False))
-    record = read_driver(local) if local is not None else None
-    if record and record.get("state") in ("finished", "failed"):
+            folder.write_text(SEARCH_CONFIG, yaml.safe_dump(stored, sort_keys=False))
+    if ended:
+        import io
+
         import pandas as pd
 
         from tune.results import best_row
 
-        csv = Path(path, TRIALS_CSV)
-        frame = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
+        csv = folder.read_text(TRIALS_CSV)
+        frame = pd.read_csv(io.StringIO(csv)) if csv is not None else pd.DataFrame()
         return SearchSummary(experiment_path=path, trials=frame, state="nothing-to-resume",
                              best=best_row(frame) if not frame.empty else None)  # nothing written
     return None
 
 
 def _describe(path: str, spec: SearchSpec, name: str, command: str | None) -> None:
-    """Make the experiment folder self-describing: resolved config, command, versions."""
-    if _is_uri(path):
-        return
+    """Make the experiment folder (local or URI) self-describing: resolved config, command, versions."""
     import ray
 
     doc = {"command": command or " ".join(shlex.quote(a) for a in sys.argv), "source": spec.source,
            "name": name, **_search_doc(spec),
            "versions": {"python": sys.version.split()[0], "ray": ray.__version__, "optuna": optuna_module().__version__}}
-    atomic_write_text(Path(path, SEARCH_CONFIG), yaml.safe_dump(doc, sort_keys=False))
+    ExperimentFolder(path).write_text(SEARCH_CONFIG, yaml.safe_dump(doc, sort_keys=False))
 
 
 def _search_doc(spec: SearchSpec) -> dict[str, Any]:
@@ -417,39 +506,31 @@ def _finish(path, spec, grid, searcher, scheduler, wall_s) -> SearchSummary:
     from tune.results import TRIALS_CSV, best_row, load_trials
 
     stops: dict[str, int] = {}
-    if not _is_uri(path):
-        state_file = Path(path, SCHEDULER_STATE)
-        previous = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        stops.update(previous.get("stops", {}))
-        state: dict[str, Any] = {"budget": spec.search.budget, "stops": stops, "rungs": previous.get("rungs", []),
-                                 "replayed": {}}
-        if isinstance(scheduler, ReplayASHA):
-            stops.update(scheduler.early_stops)
-            # "at": the rung's milestone in budget units (compute used, or the epoch)
-            state["rungs"] = [{"at": round(float(m), 6), "recorded": rec} for m, rec in scheduler.rungs()]
-            state["replayed"] = scheduler.replayed
-        atomic_write_text(state_file, json.dumps(state, indent=1, sort_keys=True))
+    folder = ExperimentFolder(path)  # a local folder or a URI alike
+    previous = folder.read_json(SCHEDULER_STATE) or {}
+    stops.update(previous.get("stops", {}))
+    state: dict[str, Any] = {"budget": spec.search.budget, "stops": stops, "rungs": previous.get("rungs", []),
+                             "replayed": {}}
+    if isinstance(scheduler, ReplayASHA):
+        stops.update(scheduler.early_stops)
+        # "at": the rung's milestone in budget units (compute used, or the epoch)
+        state["rungs"] = [{"at": round(float(m), 6), "recorded": rec} for m, rec in scheduler.rungs()]
+        state["replayed"] = scheduler.replayed
+    folder.write_text(SCHEDULER_STATE, json.dumps(state, indent=1, sort_keys=True))
     states: dict[str, str] = {}
     if isinstance(searcher, PruningAwareOptunaSearch):
         rows = searcher.trial_rows()
         states = {row["trial_id"]: row["state"] for row in rows}
-        if rows and not _is_uri(path):
+        if rows:
             import pandas as pd
 
-            from gic.files import atomic_path
+            folder.write_text(OPTUNA_TRIALS, pd.DataFrame(rows).sort_values("number").to_csv(index=False))
+    import io
 
-            with atomic_path(Path(path, OPTUNA_TRIALS)) as tmp:
-                pd.DataFrame(rows).sort_values("number").to_csv(tmp, index=False)
     import pandas as pd
 
-    frame = pd.DataFrame()
-    if not _is_uri(path):
-        csv = Path(path, TRIALS_CSV)
-        frame = pd.read_csv(csv) if csv.is_file() else load_trials(path)
-    elif (text := get_text(f"{path}/{TRIALS_CSV}")) is not None:  # the table TrialsTableWriter put there
-        import io
-
-        frame = pd.read_csv(io.StringIO(text))
+    text = folder.read_text(TRIALS_CSV)  # the table TrialsTableWriter wrote
+    frame = pd.read_csv(io.StringIO(text)) if text is not None else load_trials(path)
     return SearchSummary(experiment_path=path, trials=frame, scheduler_stops=stops, optuna_states=states,
                          wall_s=wall_s, best=best_row(frame) if not frame.empty else None)
 

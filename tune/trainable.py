@@ -1,13 +1,16 @@
 """One trial: the trainer config from the trial's params, gic's two-phase trainer, a report per epoch.
 
-The dataset arrives through Ray's object store (`tune.with_parameters`), decoded once by the
-driver: trials on any node get the same arrays without a shared filesystem, and trials on one node
-share one read-only copy. Each epoch reports `val_accuracy` (ASHA's metric, with
+The dataset (train and validation splits), the base weights and the phase-1 features arrive
+through Ray's object store (`tune.with_parameters`), resolved once by the driver (tune.features):
+trials on any node get the same arrays without a shared filesystem or a download, and trials on one
+node share one read-only copy. Each epoch reports `val_accuracy` (ASHA's metric, with
 `training_iteration` = the global epoch) and, every `checkpoint_every` epochs and at the end, a
 checkpoint of the full trainer state, from which a crashed or resumed trial continues.
 
-A worker process is reused across trials (`reuse_actors`): TensorFlow is configured once per
-process, and the trainer's module-level caches (base weights, traced steps) stay warm.
+A worker process is reused across trials (`reuse_actors`): TensorFlow is imported and configured
+once per process, and the base weights and phase-1 features stay in its memory; Keras' state (models,
+traced steps) is cleared at the start of every trial, so a worker's memory does not grow trial
+over trial. A trial with a GPU share checks that it sees a GPU and that its memory cap took effect.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -36,37 +38,97 @@ STATE_FILE = "tune_state.json"  # beside the trainer's files in each checkpoint
 _configured = False  # TensorFlow can be configured once per process; reused workers keep it
 
 
-def gpu_total_memory_mb() -> int | None:
-    """Total memory of this worker's first assigned GPU, from nvidia-smi; None without a GPU."""
-    import ray
+class GpuError(RuntimeError):
+    """A trial holds a GPU share but cannot use it as promised (no GPU visible, no memory figure, no
+    memory cap): it fails loudly instead of training on the CPU or uncapped while holding the slot."""
 
+
+def _nvml():
+    """NVML's Python binding: nvidia-ml-py's `pynvml`, else the copy Ray bundles."""
     try:
-        gpu_ids = ray.get_gpu_ids()
-    except Exception:  # noqa: BLE001 - outside a Ray worker
-        gpu_ids = []
-    if not gpu_ids:
-        return None
+        import pynvml
+    except ImportError:
+        from ray._private.thirdparty import pynvml
+    return pynvml
+
+
+def gpu_total_memory_mb(gpu_id: str | int) -> int:
+    """Total memory of GPU `gpu_id` (an index or a UUID, as `ray.get_gpu_ids()` gives it), from NVML.
+
+    Raises:
+        GpuError: NVML cannot be loaded or cannot read the GPU.
+    """
+    nvml = _nvml()
     try:
-        out = subprocess.run(
-            ["nvidia-smi", f"--id={gpu_ids[0]}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=20, check=True).stdout
-        return int(float(out.strip().splitlines()[0]))
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
+        nvml.nvmlInit()
+        try:
+            text = str(gpu_id)
+            handle = (nvml.nvmlDeviceGetHandleByIndex(int(text)) if text.isdigit()
+                      else nvml.nvmlDeviceGetHandleByUUID(text))
+            return int(nvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20)
+        finally:
+            nvml.nvmlShutdown()
+    except Exception as err:  # noqa: BLE001 - NVMLError, a missing libnvidia-ml: the same to the user
+        raise GpuError(f"NVML cannot read the memory of GPU {gpu_id} ({type(err).__name__}: {err}); without it "
+                       "the trials that share this GPU would run with no memory cap") from None
+
+
+def check_gpu(gpu_share: float, cap_mb: int | None) -> None:
+    """A trial holding `gpu_share` sees a GPU, and its memory cap (when it has one) took effect.
+
+    Raises:
+        GpuError: naming what is wrong.
+    """
+    if gpu_share <= 0:
+        return
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise GpuError(f"this trial holds {gpu_share:g} GPU but TensorFlow sees none (CUDA_VISIBLE_DEVICES="
+                       f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}; a TensorFlow without CUDA, or a driver "
+                       "problem): it would train on the CPU while holding the GPU share")
+    if cap_mb:
+        limits = [c.memory_limit for c in (tf.config.get_logical_device_configuration(gpus[0]) or [])]
+        if limits != [cap_mb]:
+            raise GpuError(f"this trial's GPU memory cap of {cap_mb} MB did not take effect (TensorFlow has "
+                           f"{limits or 'no cap'}): the GPU was initialised before the cap was set")
 
 
 def configure_worker(settings: dict[str, Any]) -> dict[str, Any]:
-    """Threads and GPU memory cap of this worker process, before its first TensorFlow op."""
+    """Threads and GPU memory cap of this worker process, before its first TensorFlow op; then the
+    GPU checks (check_gpu). A reused worker keeps its first configuration and is checked again."""
     global _configured
     threads = cpu_threads(settings["cpu"])
-    total = gpu_total_memory_mb() if settings["gpu"] > 0 else None
+    total = None
+    if settings["gpu"] > 0:
+        import ray
+
+        gpu_ids = ray.get_gpu_ids()
+        if not gpu_ids:
+            raise GpuError(f"this trial holds {settings['gpu']:g} GPU but Ray assigned it none")
+        total = gpu_total_memory_mb(gpu_ids[0])
     cap = gpu_memory_cap_mb(settings["gpu"], total, settings["gpu_memory_margin_mb"])
     if not _configured:
         from gic.runtime import configure_tensorflow
 
         configure_tensorflow(threads=threads, gpu_memory_mb=cap)
+        if not os.environ.get("GIC_TF_VERBOSE"):  # retracing notes of each new trial's model: not for users
+            import tensorflow as tf
+
+            tf.get_logger().setLevel("ERROR")
         _configured = True
+    check_gpu(settings["gpu"], cap)
     return {"threads": threads, "gpu_memory_cap_mb": cap, "gpu_total_mb": total}
+
+
+def reset_keras() -> None:
+    """Drop what an earlier trial left in this (reused) worker: Keras' global state, TensorFlow's
+    graph and kernel caches, and the trial's models (garbage-collected). The base weights and the
+    phase-1 features are plain arrays in gic's caches and stay."""
+    import keras
+
+    keras.backend.clear_session(free_memory=True)
 
 
 def _node_id() -> str:
@@ -79,33 +141,43 @@ def _node_id() -> str:
 
 
 def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | None = None,
-              settings: dict[str, Any] | None = None) -> None:
+              settings: dict[str, Any] | None = None, weights: dict[str, Any] | None = None,
+              features: dict[str, Any] | None = None) -> None:
     """The Ray Tune function trainable.
 
     Args:
         config: the trial's params, `{dotted trainer key: value}`, from the searcher.
-        data: the gic Dataset (from the object store).
+        data: the gic Dataset without its test split (from the object store).
         base: the search's base trainer config as a dict.
         settings: cpu, gpu, gpu_memory_margin_mb, checkpoint_every, fail_once_at_epoch.
+        weights: the base weights the driver resolved (tune.features.resolve_weights), or None.
+        features: the phase-1 features the driver computed once (tune.features), or None.
     """
     from ray import tune
 
     settings = settings or {}
-    features: dict[str, str] = {}  # tune.features records whether this trial loaded or shared them
+    shipped_features, features = features, {}  # features: tune.features records where this trial's came from
     if settings.get("dry_run"):  # NOT A REAL SEARCH: synthetic metrics, no TensorFlow (tune.dryrun)
         from tune.dryrun import dry_run_train
 
         worker = {"threads": 0, "gpu_memory_cap_mb": None, "gpu_total_mb": None}
         train_two_phase = functools.partial(dry_run_train, epoch_s=float(settings.get("dry_run_epoch_s", 0.0)))
     else:
-        worker = configure_worker(settings)
-        from gic.train import train_two_phase
+        worker = configure_worker(settings)  # threads, GPU memory cap, and the GPU checks
+        reset_keras()  # a reused worker: nothing of the previous trial's models stays
+        from gic.model import provide_base_weights
+        from gic.train import forget_features, train_two_phase
 
-        if settings.get("feature_store") is not None:  # phase-1 features: loaded once per search
-            from tune.features import shared_features
+        from tune.features import search_features
 
-            train_two_phase = functools.partial(train_two_phase,
-                                                shared_features=shared_features(settings["feature_store"], features))
+        if shipped_features is not None:
+            forget_features()  # a view of the shipped copy, asked for anew: each trial reports features_from
+        if weights is not None:  # resolved by the driver: this trial downloads and reads nothing
+            provide_base_weights(weights["weights"], weights["arrays"], weights["id"])
+        # phase-1 features computed once for the search; no best-weights copy (a trial's weights are
+        # never used again: its scores are what it reports)
+        train_two_phase = functools.partial(train_two_phase, keep_best=False,
+                                            shared_features=search_features(shipped_features, features))
 
     cfg = apply_params(TrainConfig.model_validate(base or {}), config)
     planned = cfg.total_epochs
@@ -160,7 +232,7 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
             "gpu_memory_cap_mb": worker["gpu_memory_cap_mb"] or 0,
             "trial_wall_s": time.time() - started,
             **worker_memory(data),
-            "features_from": features.get("source", ""),  # "" = in this worker's memory, or not used
+            "features_from": features.get("source", ""),  # search (shipped), computed, "" (worker memory / unused)
         })
         if epoch % every == 0 or epoch == planned:
             with tempfile.TemporaryDirectory(prefix="gic-ckpt-") as tmp:
@@ -195,11 +267,17 @@ def _designated_to_fail(settings: dict[str, Any]) -> bool:
     """True for the first `failing_trials` trials to start (search.debug.fail_always_at_epoch).
 
     The choice is kept in slot files in the experiment folder, so a retried trial stays designated
-    (one machine or a shared filesystem: this is a test drill, not a feature).
+    (one machine or a shared filesystem: this is a test drill, not a feature). For an experiment on a
+    URI they are kept in this machine's temporary folder instead.
     """
     from ray import tune
 
-    folder = Path(settings["experiment_path"], ".debug-failing")
+    where = str(settings["experiment_path"])
+    if "://" in where:
+        import hashlib
+
+        where = str(Path(tempfile.gettempdir(), "gic-debug", hashlib.sha256(where.encode()).hexdigest()[:16]))
+    folder = Path(where, ".debug-failing")
     folder.mkdir(parents=True, exist_ok=True)
     trial_id = tune.get_context().get_trial_id()
     slots = [folder / f"slot-{i}" for i in range(int(settings.get("failing_trials", 1)))]
