@@ -194,3 +194,17 @@ def test_without_an_address_the_search_starts_its_own_ray_whatever_ray_start_lef
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "done in" in done.stdout
+
+
+# ---------------------------------------------------------------------------------------- security
+def test_the_cluster_launcher_file_turns_on_token_authentication():
+    """Ray < 2.61 starts a `ray start` cluster without authentication unless RAY_AUTH_MODE=token: every
+    node of configs/cluster/aws-gpu.yaml starts with it, and gets the user's token file."""
+    import yaml
+
+    cluster = yaml.safe_load((ROOT / "configs" / "cluster" / "aws-gpu.yaml").read_text())
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cluster[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token" in c.split("ray start")[0] for c in starts), cluster[key]
+    assert cluster["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert any("chmod 600" in c and "~/.ray/auth_token" in c for c in cluster["setup_commands"])
