@@ -220,13 +220,8 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
         for entry in local.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         resume = False
-    if local is not None:
-        _check_experiment_folder(folder, path, resume)
-        if resume:
-            done = _resume_check(spec, path, local)
-            if done is not None:
-                echo(_final_line(done))
-                return done
+    if local is not None and (done := _ended_already(folder, spec, path, local, resume, echo)) is not None:
+        return done
     fresh = not resume
     created = local is not None and fresh and not local.exists()
     if local is not None:
@@ -243,12 +238,8 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
             check_resources(spec, owns_ray, echo)
             preflight(spec, path, echo)
             if local is None:  # a URI: reachable now (preflight), so its folder can be checked and marked
-                _check_experiment_folder(folder, path, resume)
-                if resume:
-                    done = _resume_check(spec, path, local)
-                    if done is not None:
-                        echo(_final_line(done))
-                        return done
+                if (done := _ended_already(folder, spec, path, local, resume, echo)) is not None:
+                    return done
                 mark_driver(folder, "running")
                 marked = True
             return _run(spec, name, path, local, resume, echo, command, started, warm_start, callbacks)
@@ -405,6 +396,17 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
     summary.written = _written(path)
     echo(_final_line(summary))
     return summary
+
+
+def _ended_already(folder, spec: SearchSpec, path: str, local: Path | None, resume: bool,
+                   echo: Callable[[str], None]) -> SearchSummary | None:
+    """Check the experiment folder for this start; with --resume, the summary of an experiment that has
+    already ended (said, nothing touched), else None."""
+    _check_experiment_folder(folder, path, resume)
+    done = _resume_check(spec, path, local) if resume else None
+    if done is not None:
+        echo(_final_line(done))
+    return done
 
 
 def _killed_before_saved(local: Path) -> bool:
