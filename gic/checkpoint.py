@@ -1,7 +1,7 @@
 """Trainer checkpoints: one folder per checkpoint, written so that a kill at any moment loses at
 most the epoch being written.
 
-    write_checkpoint(out / "checkpoint", state)      # state: see _TwoPhase.state in gic.train
+    write_checkpoint(out / "checkpoint", state)      # state: gic.train.Trainer.state
     path = find_checkpoint(out / "checkpoint")       # None when there is nothing to resume
     state = read_checkpoint(path)
 

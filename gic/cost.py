@@ -7,12 +7,12 @@
 The unit is one forward pass of the VGG16 conv base over the training split. It counts the
 multiply-adds of the 13 conv layers (the head's are under 0.01% of the base's and count as zero):
 - phase 1 on cached features trains the head alone: 0 (the feature pass is made once per search
-  and shared by every trial, see gic.train.base_features);
+  and shared by every trial, see gic.caches);
 - phase 1 with augmentation runs the frozen base forward on every augmented image: 1;
 - phase 2 runs the base forward and back-propagates through the top n unfrozen convs, about twice
   their forward arithmetic (gradients of inputs and of weights): 1 + 2 x share(n).
 Validation is left out: it runs on cached features in phase 1 and on the cached output of the frozen
-lower layers in phase 2 (gic.train), a few % of an epoch.
+lower layers in phase 2 (gic.caches), a few % of an epoch.
 
 VGG16's conv shapes are from Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale
 Image Recognition" (2015), configuration D: 3x3 convs, 2x2 max-pool after each block. No TensorFlow

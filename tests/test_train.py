@@ -6,7 +6,9 @@ import pytest
 from gic.config import TrainConfig
 from gic.data import load_dataset, make_synthetic
 from gic.evaluate import evaluate, roc_auc
-from gic.train import _FEATURE_CACHE, feature_cache_key, read_checkpoint, train_two_phase, write_checkpoint
+from gic.caches import _FEATURE_CACHE, feature_cache_key
+from gic.checkpoint import read_checkpoint, write_checkpoint
+from gic.train import train_two_phase
 
 SIZE = 48
 
@@ -77,12 +79,12 @@ def test_resume_repeats_the_uninterrupted_history(synth_dir, data, tmp_path):
 
 
 def test_phase2_validation_on_cached_lower_outputs_gives_the_same_numbers(synth_dir, data, monkeypatch):
-    import gic.train
+    import gic.caches
 
     cfg = make_cfg(synth_dir, **{"phase1.epochs": 1, "phase2.epochs": 3, "phase2.unfreeze_layers": 3})
     cached = train_two_phase(cfg, data, evaluate_test=False)
     assert cached.timing.get("phase2_validation_cached") is True
-    monkeypatch.setattr(gic.train, "LOWER_CACHE_MAX_BYTES", 0)  # too big for the budget: the whole model
+    monkeypatch.setattr(gic.caches, "LOWER_CACHE_MAX_BYTES", 0)  # too big for the budget: the whole model
     whole = train_two_phase(cfg, data, evaluate_test=False)
     assert "phase2_validation_cached" not in whole.timing
     for a, b in zip(cached.history, whole.history):

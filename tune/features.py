@@ -56,7 +56,7 @@ def resolve_weights(weights: str, image_size: int, seed: int) -> dict[str, Any] 
     """
     if weights == "none":
         return None
-    from gic.model import base_weights, weights_id
+    from gic.weights import base_weights, weights_id
 
     arrays = base_weights(weights, image_size)
     return {"weights": weights, "id": weights_id(weights, seed), "arrays": arrays}
@@ -90,8 +90,9 @@ def _features_task(base: dict[str, Any], data, weights: dict[str, Any] | None, s
 
     configure_worker(settings)
     from gic import runtime
-    from gic.model import build_model, provide_base_weights
-    from gic.train import base_features, feature_cache_key
+    from gic.caches import SpeedCaches
+    from gic.model import build_model
+    from gic.weights import provide_base_weights
 
     cfg = TrainConfig.model_validate(base)
     if weights is not None:
@@ -99,8 +100,8 @@ def _features_task(base: dict[str, Any], data, weights: dict[str, Any] | None, s
     precision = runtime.resolve_precision(cfg.precision)
     runtime.seed_everything(cfg.seed)
     clf = build_model(cfg, precision)
-    feats = base_features(clf, cfg, data, precision)
-    return feature_cache_key(cfg, data, precision), {k: np.asarray(v) for k, v in feats.items()}
+    caches = SpeedCaches(clf, cfg, data, precision)
+    return caches.key, {k: np.asarray(v) for k, v in caches.base_features().items()}
 
 
 def compute_features(spec, data, weights: dict[str, Any] | None, settings: dict[str, Any],
@@ -126,7 +127,7 @@ def compute_features(spec, data, weights: dict[str, Any] | None, settings: dict[
 
 
 def search_features(shipped: dict[str, Any] | None, record: dict[str, str] | None = None) -> Callable:
-    """gic's `SharedFeatures` hook over the features the driver shipped. `record["source"]` says where
+    """gic's `SharedFeatures` hook (gic.caches) over the features the driver shipped. `record["source"]` says where
     a trial's features came from: `search` (the shipped copy) or `computed` (its own pass: a trial
     whose key differs, e.g. another precision than the features task's node resolved)."""
     record = record if record is not None else {}
