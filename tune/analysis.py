@@ -86,15 +86,14 @@ def finished_scores(frame: pd.DataFrame) -> dict[str, float]:
 
 def scheme_table(experiment: str, schemes: list[tuple[str, float, float]]) -> pd.DataFrame:
     """Rung correlations of several rung schemes (budget, grace, rf) on one experiment's trials."""
-    from tune.trials import search_config, trial_curves, trial_table, _max_t
+    from tune.trials import max_t, search_config, trial_curves, trial_table
 
     frame, curves, cfg = trial_table(experiment), trial_curves(experiment), search_config(experiment)
     final = finished_scores(frame)
     tables = []
     for budget, grace, rf in schemes:
         doc: dict[str, Any] = {**cfg, "search": {**(cfg.get("search") or {}), "budget": budget}}
-        max_t = _max_t(doc)
-        table = rung_correlations(curves, final, milestones(grace, rf, max_t), budget)
+        table = rung_correlations(curves, final, milestones(grace, rf, max_t(doc)), budget)
         table.insert(1, "scheme", f"{budget} grace {grace:g} rf {rf:g}")
         tables.append(table)
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
