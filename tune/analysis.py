@@ -1,7 +1,9 @@
-"""Do the rungs predict? The rank correlation between the objective at each ASHA rung and at the end.
+"""Do the rungs predict? The rank correlation between the objective at each ASHA rung and at the end;
+and which budget to compare trials at.
 
     table = rung_correlations(curves, finished, rungs=[1, 3, 9], budget="compute")
     gic-tune rungs results/demo --budget epoch --grace 2 --rf 3     # any scheme, on any experiment
+    comparison = compare_at_rung(frame, curves, rungs, "epoch", 12, active_params(frame, cfg))
 
 ASHA stops a trial at a rung when its objective there is in the bottom 1 - 1/rf of the trials
 recorded at that rung. That only pays when the rung's ranking predicts the final ranking. For every
@@ -14,13 +16,17 @@ schemes on the same trials (README, "A search that learns").
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from tune.config import TIME_ATTR
 
-WARN_BELOW = 0.5  # a first rung whose Spearman rho is below this hardly predicts the final score
+WARN_BELOW = 0.5  # a rung whose Spearman rho is below this hardly predicts the final score
+# Trials compared at one budget: the latest budget point that at least this share of the scored
+# trials reached, and at least MIN_COMPARED of them (or all when fewer have a score).
+COMPARE_SHARE, MIN_COMPARED = 0.5, 4
 
 
 def milestones(grace: float, reduction_factor: float, max_t: float) -> list[float]:
@@ -97,3 +103,136 @@ def scheme_table(experiment: str, schemes: list[tuple[str, float, float]]) -> pd
         table.insert(1, "scheme", f"{budget} grace {grace:g} rf {rf:g}")
         tables.append(table)
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Trials compared at one budget: a point every one of them reached, and each one's objective there.
+
+    A stopped trial's best score came after fewer epochs than a finished one's; comparing both at a
+    budget they all reached is what ASHA itself does at a rung, and what the report's importance
+    and score-vs-parameter plots do.
+
+    Attributes:
+        budget: the units of `at`: "epoch" (the global epoch) or "compute" (gic.cost units).
+        at: the budget point, in `budget` units.
+        label: the point in words, for titles: "epoch 2 (ASHA rung 2)", "epoch 3 (the end)".
+        scores: trial id -> its objective (best val accuracy so far) when its budget reached `at`.
+        params: trial id -> its active params ({dotted key: value}, see active_params), for the
+            trials in `scores`.
+        scored: how many trials had any score (the most that could have been compared).
+        finished: how many compared trials ran to the end.
+        spearman: Spearman's rho between the scores at `at` and the final ones, over the compared
+            trials that ran to the end; None at the end itself or when it cannot be computed.
+        at_end: `at` is the end (E1 + E2 epochs): the scores are final.
+    """
+
+    budget: str
+    at: float
+    label: str
+    scores: dict[str, float] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scored: int = 0
+    finished: int = 0
+    spearman: float | None = None
+    at_end: bool = False
+
+    @property
+    def short(self) -> str:
+        """The point without its gloss: "epoch 2", "compute 1.5"."""
+        return f"{self.budget} {self.at:g}"
+
+
+def budget_points(rungs: list[float], budget: str, epochs: int) -> list[tuple[str, float, str]]:
+    """The points trials can be compared at, earliest first: ASHA's rungs, then the end.
+
+    Args:
+        rungs: ASHA's milestones, in `budget` units.
+        budget: "epoch" or "compute".
+        epochs: E1 + E2 of the search (0 when unknown: no end point).
+
+    Returns:
+        [(budget, milestone, label)]; the end is the epoch `epochs` (a trial that ran all its epochs),
+        merged with the last rung when that rung is the end.
+    """
+    points = [(budget, float(r), f"{budget} {r:g} (ASHA rung {i + 1})") for i, r in enumerate(rungs)]
+    if epochs > 0:
+        if budget == "epoch" and points and math.isclose(points[-1][1], epochs):
+            points[-1] = ("epoch", float(epochs), f"epoch {epochs} (the end; ASHA rung {len(points)})")
+        else:
+            points.append(("epoch", float(epochs), f"epoch {epochs} (the end)"))
+    return points
+
+
+def compare_at_rung(frame: pd.DataFrame, curves: dict[str, pd.DataFrame], rungs: list[float], budget: str,
+                    epochs: int, params: dict[str, dict[str, Any]]) -> Comparison | None:
+    """The latest budget point that enough trials reached, with every such trial's objective there.
+
+    Enough: at least COMPARE_SHARE of the trials with a score and at least MIN_COMPARED of them (all
+    of them when fewer have a score). When no point has enough, the one the most trials reached
+    (the latest of equals). A later point ranks more like the final score (see rung_correlations);
+    an earlier one compares more trials.
+
+    Args:
+        frame: the trial table (tune.trials.trial_table).
+        curves: per trial, its per-epoch results (tune.trials.trial_curves).
+        rungs: ASHA's milestones, in `budget` units (tune.trials.asha_rungs).
+        budget: "epoch" or "compute" (tune.trials.rung_budget).
+        epochs: E1 + E2 (tune.trials.phase_epochs).
+        params: trial id -> its active params (active_params).
+
+    Returns:
+        The Comparison; None when no trial has a score.
+    """
+    scored = [t for t, s in zip(frame["trial_id"], frame["best_val_accuracy"]) if pd.notna(s) and t in curves]
+    if not scored:
+        return None
+    need = min(len(scored), max(MIN_COMPARED, math.ceil(COMPARE_SHARE * len(scored))))
+    reached = []
+    for unit, milestone, label in budget_points(rungs, budget, epochs):
+        scores = {t: s for t in scored if (s := at_rung(curves[t], milestone, unit)) is not None}
+        reached.append((unit, milestone, label, scores))
+    enough = [r for r in reached if len(r[3]) >= need]
+    if not enough:
+        enough = [r for r in reached if len(r[3]) == max(len(x[3]) for x in reached)]
+    unit, milestone, label, scores = enough[-1]
+    if not scores:
+        return None
+    final = {t: s for t, s in finished_scores(frame).items() if t in scores}
+    is_end = unit == "epoch" and math.isclose(milestone, epochs)
+    rho = float("nan") if is_end else spearman([scores[t] for t in final], list(final.values()))
+    return Comparison(budget=unit, at=milestone, label=label, scores=scores,
+                      params={t: params.get(t, {}) for t in scores}, scored=len(scored), finished=len(final),
+                      spearman=None if math.isnan(rho) else round(rho, 3), at_end=is_end)
+
+
+def active_params(frame: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """trial id -> the params that had an effect on the trial (tune.space.active).
+
+    The search samples only active dimensions, so its trials hold no others; a trial table written
+    before the space was conditional holds every dimension, and the inactive ones are dropped here.
+
+    Args:
+        frame: the trial table.
+        cfg: the experiment's search_config.yaml: its trainer gives the values a trial's params
+            leave as they are (augmentation, unfrozen layers, phase-2 epochs).
+
+    Returns:
+        {trial id: {dotted key: value}}.
+    """
+    from gic.config import TrainConfig
+    from tune.results import params_of
+    from tune.space import SearchSpace, active
+
+    try:
+        trainer = TrainConfig.model_validate(cfg.get("trainer") or {})
+    except ValueError:  # a hand-edited or older file: the trainer's defaults
+        trainer = TrainConfig()
+    given = SearchSpace(dimensions={}, fixed={}).define_by_run(trainer)  # the values a trial starts from
+    base = {"augmentation": given.augmentation, "unfreeze_layers": given.unfreeze_layers,
+            "phase2_epochs": given.phase2_epochs}
+    out = {}
+    for row in frame.to_dict("records"):
+        params = params_of(row)
+        out[row["trial_id"]] = {k: v for k, v in params.items() if active(k, params, **base)}
+    return out
