@@ -142,6 +142,9 @@ def param_importance(study) -> tuple[dict[str, float], str]:
     except (ValueError, RuntimeError, ZeroDivisionError) as err:
         return {}, f"{name} failed: {str(err).splitlines()[0][:160]}"
     values = {k: float(v) if math.isfinite(float(v)) else 0.0 for k, v in values.items()}
+    if len(values) > 1 and max(values.values()) - min(values.values()) < 1e-9:
+        # PED-ANOVA gives every param the same share when its top quantile holds all the trials.
+        return {}, f"{name} could not tell the hyperparameters apart with {len(study.trials)} trials"
     return values, name
 
 

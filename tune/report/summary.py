@@ -115,7 +115,10 @@ def _importance_markdown(comparison: Comparison | None, importance: dict[str, fl
     lines = [f"## Hyperparameter importance ({method})", "",
              f"Trials compared at **{comparison.label}**, the latest budget at least {COMPARE_SHARE:.0%} of the "
              f"scored trials reached: {len(comparison.scores)} of {comparison.scored} trials, each by its best val "
-             "accuracy up to there; the score-vs-parameter and parallel-coordinate plots show the same."]
+             "accuracy up to there"
+             + ("" if len(comparison.scores) == comparison.scored else
+                " (the others ended before it: stopped, or with no phase 2 to run)")
+             + "; the score-vs-parameter and parallel-coordinate plots show the same."]
     if comparison.spearman is None and not comparison.at_end:
         lines.append(f"Too few of the compared trials ran to the end ({comparison.finished}; at least 3 are needed) "
                      "to tell whether the ranking at this budget predicts the final one.")
