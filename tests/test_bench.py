@@ -7,7 +7,8 @@ shared machine.
 import pytest
 from click.testing import CliRunner
 
-from gic.bench import forward_flops_per_image, phase_flops, train_flops_per_image, vgg16_conv_macs
+from gic.bench import forward_flops_per_image, phase_flops, train_flops_per_image
+from gic.cost import conv_macs as vgg16_conv_macs
 from gic.cli import main
 
 
