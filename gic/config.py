@@ -51,10 +51,13 @@ class AugmentConfig(_Strict):
 
     @property
     def enabled(self) -> bool:
+        """True when any of flip, rotation or zoom changes an image."""
         return self.flip != "none" or self.rotation > 0 or self.zoom > 0
 
 
 class DataConfig(_Strict):
+    """`data:`: where the images are, their side in px, the batch size and the caches."""
+
     source: Literal["folder", "synthetic", "kaggle"] = "folder"
     dir: Path = Path("data/menwomen")
     image_size: int = Field(180, ge=32, le=1024)
@@ -117,6 +120,8 @@ class Phase2Config(_Strict):
 
 
 class TrainConfig(_Strict):
+    """The whole trainer config; the defaults are the seed notebook's recipe (configs/baseline.yaml)."""
+
     seed: int = 42
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -140,6 +145,7 @@ class TrainConfig(_Strict):
 
     @property
     def fine_tunes(self) -> bool:
+        """True when phase 2 trains: some epochs and some conv layers unfrozen."""
         return self.phase2.epochs > 0 and self.phase2.unfreeze_layers > 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -111,6 +111,7 @@ def versions() -> dict[str, str]:
 
 
 def command_line() -> str:
+    """This process's command line as a shell would take it back: the program's name, then its arguments."""
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 

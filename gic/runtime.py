@@ -115,6 +115,7 @@ def configure_tensorflow(threads: int | None = None, gpu_memory_mb: int | None =
 
 @functools.lru_cache(maxsize=1)
 def has_gpu() -> bool:
+    """True when TensorFlow sees a GPU (asked once per process)."""
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
@@ -146,6 +147,7 @@ def auto_precision() -> str:
 
 
 def resolve_precision(precision: str) -> str:
+    """`auto` -> what this hardware does fast (`auto_precision`); fp32 | bf16 | fp16 unchanged."""
     return auto_precision() if precision == "auto" else precision
 
 

@@ -127,8 +127,8 @@ def compute_features(spec, data, weights: dict[str, Any] | None, settings: dict[
 
 
 def search_features(shipped: dict[str, Any] | None, record: dict[str, str] | None = None) -> Callable:
-    """gic's `SharedFeatures` hook (gic.caches) over the features the driver shipped. `record["source"]` says where
-    a trial's features came from: `search` (the shipped copy) or `computed` (its own pass: a trial
+    """gic's `SharedFeatures` hook (gic.caches) over the features the driver shipped. `record["source"]`
+    says where a trial's features came from: `search` (the shipped copy) or `computed` (its own pass: a trial
     whose key differs, e.g. another precision than the features task's node resolved)."""
     record = record if record is not None else {}
 
