@@ -32,7 +32,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def predict_proba(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """P(class 1) for uint8 images (N, S, S, 3)."""
+    """P(class 1), float64 (N,), for uint8 images (N, S, S, 3), predicted in batches of `batch_size`."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -40,7 +40,14 @@ def predict_proba(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray
 
 
 def evaluate(model, split, batch_size: int = 32) -> dict[str, Any]:
-    """Accuracy, log loss, AUC and the confusion matrix (rows: true class, columns: predicted)."""
+    """Metrics of `model` (images -> P(class 1)) on `split` (images (N, S, S, 3) uint8, labels (N,) 0/1),
+    class 1 predicted at P >= 0.5.
+
+    Returns:
+        {test_accuracy (0..1), test_loss (mean binary cross-entropy, nats), test_auc (NaN when the split
+        holds one class), confusion_matrix (2 x 2 counts; rows: true class, columns: predicted),
+        test_images (N)}.
+    """
     probs = predict_proba(model, split.images, batch_size)
     labels = np.asarray(split.labels).astype(int).ravel()
     pred = (probs >= 0.5).astype(int)
