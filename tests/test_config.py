@@ -106,7 +106,7 @@ def test_an_unknown_key_in_a_search_file_names_the_file_or_option_and_the_closes
     import yaml
 
     from tune.config import load_search_config
-    from tune.testing import tiny_search
+    from searches import tiny_search
 
     def error(edit=None, sets=(), base=None):
         raw = tiny_search(tmp_path / "data", tmp_path / "results")

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from gic.cli import main as gic_main
 from tune.cli import main as tune_main
-from tune.testing import tiny_search
+from searches import tiny_search
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tune.testing import tiny_search, write_and_load
+from searches import tiny_search, write_and_load
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from tune.search import run_search
-from tune.testing import tiny_search, write_and_load
+from searches import tiny_search, write_and_load
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT_FILES = ("search_config.yaml", "asha.json", "optuna_trials.csv", "driver.json", "trials.csv",

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tune.search import run_search
-from tune.testing import tiny_search, write_and_load
+from searches import tiny_search, write_and_load
 
 
 def test_a_trial_that_raises_once_is_retried_from_its_checkpoint(synth_dir, tmp_path):

@@ -16,7 +16,7 @@ from gic.cost import epoch_cost, trial_costs, unfrozen_share
 from tune.analysis import milestones, rung_correlations, spearman
 from tune.experiment import SCHEDULER_STATE, STUDY_DB
 from tune.schedulers import ReplayASHA
-from tune.testing import tiny_search, write_and_load
+from searches import tiny_search, write_and_load
 
 
 def test_epoch_cost_counts_the_base_forward_and_the_unfrozen_convs():
@@ -203,7 +203,7 @@ def test_the_report_shows_whether_the_rungs_predict(live_search, tmp_path):
 def test_resume_of_an_ended_search_refuses_changed_settings_and_otherwise_touches_nothing(live_search, tmp_path):
     from gic.errors import GicError
     from tune.search import run_search
-    from tune.testing import write_and_load
+    from searches import write_and_load
 
     spec, summary, *_ = live_search
     folder = Path(summary.experiment_path)

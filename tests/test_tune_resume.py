@@ -18,7 +18,7 @@ import pytest
 
 from tune.experiment import OPTUNA_TRIALS, SCHEDULER_STATE
 from tune.schedulers import PruningAwareOptunaSearch, ReplayASHA
-from tune.testing import tiny_search, write_and_load
+from searches import tiny_search, write_and_load
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 6

@@ -54,7 +54,7 @@ def test_warm_start_first_trials_are_the_old_ones(tiny_experiment, synth_dir, tm
     import optuna
 
     from tune.search import run_search
-    from tune.testing import tiny_search, write_and_load
+    from searches import tiny_search, write_and_load
 
     folder, _, _ = tiny_experiment
     old = trial_table(folder).set_index("trial_id")

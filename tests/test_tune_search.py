@@ -14,7 +14,7 @@ from tune.results import BEST_CONFIG, PARAM_PREFIX, TRIALS_CSV, best_row, load_t
 from tune.experiment import OPTUNA_TRIALS, SCHEDULER_STATE, SEARCH_CONFIG
 from tune.search import run_search
 from tune.space import apply_params
-from tune.testing import tiny_search, write_and_load
+from searches import tiny_search, write_and_load
 
 NUM_SAMPLES = 6
 

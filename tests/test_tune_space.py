@@ -6,7 +6,7 @@ import pytest
 from gic.errors import ConfigError
 from tune.config import cpu_threads, gpu_memory_cap_mb, load_search_config, trials_per_gpu
 from tune.space import apply_params
-from tune.testing import tiny_search, write_and_load
+from searches import tiny_search, write_and_load
 
 
 @pytest.fixture
@@ -169,7 +169,7 @@ def test_cluster_file_keeps_ray_ports_private():
 
 def test_tpe_is_seeded_multivariate_with_constant_liar_behind_a_concurrency_limit(tmp_path):
     from tune.schedulers import build_searcher
-    from tune.testing import tiny_search, write_and_load
+    from searches import tiny_search, write_and_load
 
     raw = tiny_search(tmp_path / "data", tmp_path / "results", max_concurrent=3, n_startup_trials=5, seed=7)
     searcher, limited = build_searcher(write_and_load(raw, tmp_path / "search.yaml"))
