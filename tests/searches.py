@@ -1,4 +1,4 @@
-"""Smoke-sized searches for the tests (and for trying a change quickly): tiny images, few epochs.
+"""Smoke-sized searches for the tests: tiny images, few epochs, a wide space so ASHA has work.
 
     raw = tiny_search(data_dir, storage, name="t", num_samples=6)
     spec = write_and_load(raw, tmp_path / "search.yaml")

@@ -13,7 +13,7 @@ Faults (each with the test that shows nothing finished is lost):
 
 The fault, interrupt and load tests use `search.debug.dry_run`: trials report synthetic metrics
 without TensorFlow, through the same report / checkpoint / restore path as real trials (see
-tune/dryrun.py). What they test is the search machinery (Ray, the scheduler, the searcher, the
+tune/dryrun.py). Faults are injected by tests/faults.py, a trial function wrapped around the real one. What they test is the search machinery (Ray, the scheduler, the searcher, the
 checkpoints and the trial table), not the trainer; the reproducibility test trains for real.
 """
 
@@ -30,8 +30,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tune.search import run_search
+from faults import inject_faults
 from searches import tiny_search, write_and_load
+from tune.search import run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,14 +52,15 @@ def _dry(synth_dir, tmp_path, name, **search):
 # ------------------------------------------------------------------------------------ faults
 def test_a_trial_that_keeps_failing_is_errored_and_the_search_goes_on(synth_dir, tmp_path):
     raw = _dry(synth_dir, tmp_path, "errored", num_samples=3, epochs=(1, 2), max_concurrent=1, max_failures=2,
-               grace_period=3, debug={"fail_always_at_epoch": 2, "failing_trials": 1})
+               grace_period=3)
     lines: list[str] = []
-    summary = run_search(write_and_load(raw, tmp_path / "search.yaml"), echo=lines.append, num_cpus=2)
+    with inject_faults(always_at_epoch=2, failing_trials=1, slots=tmp_path / "slots"):  # tests/faults.py
+        summary = run_search(write_and_load(raw, tmp_path / "search.yaml"), echo=lines.append, num_cpus=2)
     frame = summary.trials.set_index("trial_id")
     assert len(frame) == 3
     assert sorted(frame["status"]) == ["errored", "finished", "finished"]
     errored = frame[frame["status"] == "errored"].iloc[0]
-    assert "injected failure at epoch 2 (search.debug.fail_always_at_epoch)" in errored["error"]
+    assert "injected failure at epoch 2 (tests/faults.py: always)" in errored["error"]
     # epoch 1, then every attempt (the first and max_failures=2 retries) restarts from the epoch-1
     # checkpoint and fails at epoch 2: three failures, then ERROR; the other trials finish.
     tid = errored.name

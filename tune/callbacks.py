@@ -1,6 +1,8 @@
-"""Ray Tune callbacks of a search: progress lines for the user, and the trial table kept current.
+"""Ray Tune callbacks of a search: progress lines for the user, the trial table kept current, and
+TensorBoard event files that hold the training metrics only.
 
-    callbacks = [ProgressPrinter(num_samples, echo), TrialsTableWriter(spec.trainer.to_dict())]
+    callbacks = [ProgressPrinter(num_samples, echo), TrialsTableWriter(spec.trainer.to_dict()),
+                 *MetricsTBXLogger.if_installed()]
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ray.tune import Callback
+from ray.tune.logger import TBXLoggerCallback
 
 from tune.config import METRIC
 from tune.experiment import put_text
 from tune.schedulers import stopped_early
 
 log = logging.getLogger(__name__)
+
+# What a trial's TensorBoard file shows, per epoch: what the trainer measured (gic.train), the
+# objective, and the phase. A result's other keys are bookkeeping (worker pid, memory, node, planned
+# epochs, compute used, Ray's own should_checkpoint, done, ...) and stay in result.json.
+TENSORBOARD_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", METRIC, "phase", "epoch_time_s")
 
 
 def _fmt_params(params: dict[str, Any]) -> str:
@@ -160,3 +168,25 @@ def write_outputs(trials, base: dict[str, Any], storage) -> None:
                                  shown_path=f"{storage.experiment_fs_path}/{BEST_CONFIG}")
         if path is not None:
             put_text(storage, BEST_CONFIG, Path(path).read_text())
+
+
+class MetricsTBXLogger(TBXLoggerCallback):
+    """Ray's TensorBoard logger (tensorboardX: an event file per trial folder, and the trial's params
+    with its final metrics as TensorBoard HParams), handed only TENSORBOARD_METRICS of each result.
+
+    Ray 2.60's TBXLoggerCallback writes every numeric key of a result (and a histogram for every list)
+    and has no setting to choose them; given this logger among a run's callbacks, Ray adds no
+    TBXLoggerCallback of its own (ray.tune.utils.callback._create_default_callbacks).
+    """
+
+    def log_trial_result(self, iteration: int, trial, result: dict[str, Any]) -> None:
+        kept = {k: result[k] for k in ("training_iteration", *TENSORBOARD_METRICS) if k in result}
+        super().log_trial_result(iteration, trial, kept)
+
+    @classmethod
+    def if_installed(cls) -> list["MetricsTBXLogger"]:
+        """[the logger], or [] where tensorboardX is not installed (no TensorBoard files then)."""
+        try:
+            return [cls()]
+        except ImportError:
+            return []

@@ -51,14 +51,18 @@ def main() -> None:
               help="A previous experiment folder: its trials (with their states) seed the new study.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key of the search file, e.g. search.max_concurrent=4 or trainer.phase1.epochs=2.")
+@click.option("--verbose", is_flag=True,
+              help="Show Ray's own notices and logs (INFO) here; without it they go to <experiment>/ray.log.")
 @user_errors
 def run(config_path: Path, name: str | None, address: str | None, num_samples: int | None, resume: bool,
-        overrides: tuple[str, ...], warm_start: Path | None = None, time_budget: str | None = None) -> None:
+        overrides: tuple[str, ...], warm_start: Path | None = None, time_budget: str | None = None,
+        verbose: bool = False) -> None:
     """Run a search; print progress; write trials.csv and best_config.yaml.
 
     Prints one line per event (a trial started, stopped by ASHA, finished, retried) with the counts
     and the best so far, then a summary. Results go to <storage_path>/<name>/; Ctrl-C saves the
-    experiment and prints the --resume command.
+    experiment and prints the --resume command. Ray's own notices go to <storage_path>/<name>/ray.log
+    (errors are shown here), unless --verbose.
 
     \b
     Examples:
@@ -85,7 +89,7 @@ def run(config_path: Path, name: str | None, address: str | None, num_samples: i
             raise GicError("--warm-start starts a new search; --resume continues one: use one of them")
         require_experiment(warm_start)
     summary = run_search(spec, name=name, address=address, resume=resume, echo=_echo, command=command,
-                         warm_start=str(warm_start) if warm_start else None)
+                         warm_start=str(warm_start) if warm_start else None, verbose=True if verbose else None)
     if summary.interrupted:
         again = command if resume else f"{command} --resume"
         click.echo(f"interrupted: the experiment is saved in {summary.experiment_path}; "

@@ -60,15 +60,8 @@ class Resources(_Strict):
 
 
 class DebugSettings(_Strict):
-    """Fault injection and a training-free mode, for tests and drills; all off by default."""
+    """A training-free mode for exercising the search machinery (gic-tune bench); off by default."""
 
-    # A trial that has not been restored from a checkpoint raises at this epoch (once: the retry
-    # starts from its checkpoint). Needs a checkpoint before that epoch to end up finishing.
-    fail_once_at_epoch: int | None = Field(None, ge=2)
-    # The first `failing_trials` trials to start raise at this epoch on every attempt: each is
-    # retried max_failures times, then recorded as errored while the search goes on.
-    fail_always_at_epoch: int | None = Field(None, ge=1)
-    failing_trials: int = Field(1, ge=1)
     # NOT A REAL SEARCH: trials skip TensorFlow and report synthetic per-epoch metrics (a smooth
     # function of the hyperparameters), checkpointing and resuming like real trials. Only for
     # exercising the search machinery (load, faults, interrupts) in seconds.

@@ -3,10 +3,16 @@
 NOT A REAL SEARCH. Each trial imports no TensorFlow and trains nothing: after an optional sleep per
 epoch (`search.debug.dry_run_epoch_s`) it reports metrics that are a smooth, deterministic function
 of its hyperparameters, seed and epoch, through the same `on_epoch` callback, checkpoints and resume
-path as the real trainer. That is what the load, fault and interrupt tests need (hundreds of
-trials, nodes removed, Ctrl-C) without minutes of training per trial.
+path as the real trainer.
 
-    gic-tune run --set search.debug.dry_run=true --set search.num_samples=200 --name load
+Why it is product code and not a test drill: a user command needs it. `gic-tune bench --set
+search.debug.dry_run=true --num-samples 200` measures the search machinery alone (Ray, the
+scheduler, the searcher, checkpoints, the trial table: results/s and the overhead per trial) on the
+user's own machine or cluster, which training would drown; tune.bench reports it with `figures`.
+The load, interrupt and storage tests use the same mode (hundreds of trials, Ctrl-C) without
+minutes of training per trial.
+
+    gic-tune bench --set search.debug.dry_run=true --num-samples 200
 
 `figures(summary, spec)` turns a finished dry run into the machinery's throughput: results/s and the
 scheduler's overhead per trial.

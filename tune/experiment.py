@@ -10,7 +10,7 @@ the driver's record of whether a search is running and how it ended.
 Every file of an experiment that this project writes or reads goes through here, through pyarrow's
 filesystems (what Ray's storage layer uses), so a search on a cloud URI leaves the same files as one
 on a local folder: search_config.yaml, asha.json, optuna_trials.csv, warm_start.json, driver.json,
-trials.csv, best_config.yaml.
+trials.csv, best_config.yaml, ray.log; and each trial's result.json (Ray's) is read here.
 
 Ray's own experiment state says RUNNING for every trial that was running when the driver stopped,
 whether it stopped cleanly (Ctrl-C) or was killed. `driver.json` tells those apart: a driver that
@@ -41,6 +41,8 @@ STUDY_DB = "optuna_study.db"  # the study as an Optuna SQLite storage (gic-tune 
 REPORT_DIR = "report"  # gic-tune report's default output folder
 RETRAIN_DIR = "retrain"  # gic-tune retrain's default output folders, one per settings
 DRIVER = "driver.json"  # the driver: running, or how it ended
+RESULTS = "result.json"  # Ray's, in each trial folder: one JSON line per reported result
+RAY_LOG = "ray.log"  # Ray's own notices during the search (tune.ray_start.RayNotices)
 END_STATES = ("finished", "failed", "interrupted")  # failed: every trial errored
 
 
@@ -291,6 +293,30 @@ def put_text(storage, name: str, text: str) -> None:
     else:  # an object store writes whole objects (and S3 has no rename)
         with fs.open_output_stream(f"{root}/{name}") as out:
             out.write(text.encode())
+
+
+def parse_results(text: str | None) -> list[dict[str, Any]]:
+    """The results in the text of a result.json, in order ([] for None; a half-written last line is
+    left out)."""
+    out = []
+    for line in (text or "").splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def trial_results(storage) -> list[dict[str, Any]]:
+    """Every result a trial reported, in order, from its result.json in the storage of Ray's
+    StorageContext `storage` (a local folder or a URI); [] when it has none yet."""
+    fs = storage.storage_filesystem
+    try:
+        with fs.open_input_stream(f"{storage.trial_fs_path}/{RESULTS}") as f:
+            return parse_results(f.read().decode())
+    except (FileNotFoundError, OSError):
+        return []
 
 
 def get_text(uri: str) -> str | None:

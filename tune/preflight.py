@@ -1,10 +1,13 @@
 """Checks that run before any trial starts: each failure is one `error:` line (a GicError, exit code 2).
 
     check_address("auto")                       # before ray.init: a cluster answers there, quickly
-    check_storage(spec, experiment_path)        # after ray.init: every node can write the experiment
+    preflight(spec, experiment_path, owns_ray)  # after ray.init: all of the following
+    check_resources(spec, owns_ray)             # a trial's CPUs and GPUs exist in the cluster
+    check_storage(spec, experiment_path)        # every node can write the experiment
     check_gpu_share(spec)                       # every GPU node leaves a usable memory cap per trial
 
 What each one prevents:
+- a trial that asks for more CPUs or GPUs than the cluster has: Ray would wait for it forever;
 - a cluster address that does not answer: ray.init would retry a dead address for minutes;
 - a local `storage_path` on a cluster of several nodes: Ray refuses every checkpoint a trial writes
   on a node that does not see the folder (its storage marker file is missing there), so every trial
@@ -263,3 +266,36 @@ def check_gpu_share(spec, totals: dict[str, list[int] | str] | None = None) -> N
         except ConfigError as err:
             raise ConfigError(f"{err} (node {node})") from None
 
+
+
+# ------------------------------------------------------------------------------- resources, all of it
+def check_resources(spec, owns_ray: bool, echo: Callable[[str], None] = print) -> None:
+    """Refuse a trial that the cluster can never place, instead of waiting for it forever.
+
+    On a local Ray (started here) the resources are all there is: an error. A cluster may grow
+    (autoscaler), so there it is a warning.
+
+    Raises:
+        GicError: a local Ray with fewer CPUs or GPUs than one trial asks for.
+    """
+    import ray
+
+    need = spec.search.resources_per_trial
+    have = ray.cluster_resources()
+    for key, wanted, label in (("GPU", need.gpu, "gpu"), ("CPU", need.cpu, "cpu")):
+        available = float(have.get(key, 0))
+        if wanted > 0 and wanted > available + 1e-9:
+            text = (f"search.resources_per_trial.{label} = {wanted:g} but the Ray cluster has {available:g} {key}(s); "
+                    + ("set it to 0 to train on CPUs" if key == "GPU" else f"use at most {available:g}"))
+            if owns_ray:
+                raise GicError(text)
+            echo(f"warning: {text} (waiting for the cluster to grow)")
+
+
+def preflight(spec, path: str, owns_ray: bool, echo: Callable[[str], None] = print) -> None:
+    """Every check that needs Ray, once it runs and before any trial: resources a trial can get, storage
+    every node can write, a GPU share with room for a memory cap. (The address was checked by
+    tune.ray_start.init_ray; the base weights are checked where the driver resolves them.)"""
+    check_resources(spec, owns_ray, echo)
+    check_storage(spec, path, echo)
+    check_gpu_share(spec)

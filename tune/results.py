@@ -19,8 +19,8 @@ import pandas as pd
 from gic.config import TrainConfig, save_config
 from gic.errors import GicError
 
-from tune.trainable import HISTORY_KEY, PLANNED_KEY
-from tune.experiment import BEST_CONFIG, TRIALS_CSV
+from tune.trainable import BEST_EPOCH_KEY, PLANNED_KEY
+from tune.experiment import BEST_CONFIG, RESULTS, TRIALS_CSV, parse_results
 
 PARAM_PREFIX = "param."
 METRIC_COLUMNS = ("best_val_accuracy", "last_val_accuracy", "wall_time_s")  # rounded when written
@@ -48,7 +48,7 @@ def trial_row(trial_id: str, params: dict[str, Any], status: str, last: dict[str
         error: the first line of its error, if it errored.
     """
     last = last or {}
-    history = [h for h in last.get(HISTORY_KEY) or [] if h is not None]
+    best = _finite(last.get("best_val_accuracy"))
     epochs = int(last.get("training_iteration") or 0)
     planned = int(last.get(PLANNED_KEY) or 0)
     if status == "ERROR":
@@ -60,8 +60,8 @@ def trial_row(trial_id: str, params: dict[str, Any], status: str, last: dict[str
     row: dict[str, Any] = {"trial_id": trial_id, "status": state,
                            "stopped_at_epoch": epochs if state == "stopped" else None,
                            "epochs": epochs, "epochs_planned": planned or None,
-                           "best_val_accuracy": max(history) if history else None,
-                           "best_epoch": (history.index(max(history)) + 1) if history else None,
+                           "best_val_accuracy": best,
+                           "best_epoch": (int(last.get(BEST_EPOCH_KEY) or 0) or None) if best is not None else None,
                            "last_val_accuracy": _finite(last.get("val_accuracy")),
                            "wall_time_s": _finite(last.get("time_total_s")),
                            "node_ip": last.get("node_ip"), "node_id": last.get("node_id"),
@@ -206,10 +206,8 @@ def load_trials(experiment_dir: str | Path) -> pd.DataFrame:
             continue
         params = json.loads(params_text)
         last = None
-        result_text = folder.read_text(f"{name}/result.json")
-        if result_text is not None:
-            lines = [line for line in result_text.splitlines() if line.strip()]
-            last = json.loads(lines[-1]) if lines else None
+        results = parse_results(folder.read_text(f"{name}/{RESULTS}"))
+        last = results[-1] if results else None
         trial_id = (last or {}).get("trial_id") or name.removeprefix("trial_")
         if statuses and trial_id not in statuses:
             continue  # a folder from an interrupted run that Ray's snapshot never recorded

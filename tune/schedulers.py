@@ -3,27 +3,29 @@
     searcher, limited = build_searcher(spec)   # PruningAwareOptunaSearch, and it behind a ConcurrencyLimiter
     scheduler = build_scheduler(spec)          # ReplayASHA
 
-Two gaps in Ray Tune are closed here, the only two places of the project that touch Ray's private
-attributes (`OptunaSearch._ot_trials`, `AsyncHyperBandScheduler._brackets`, `_Bracket._rungs`);
+Two gaps in Ray Tune are closed here, with Ray's private attributes (`OptunaSearch._ot_trials`, `AsyncHyperBandScheduler._brackets`, `._trial_info`,
+`._time_attr`, `._metric`, `._metric_op`, `_Bracket._rungs`);
 tests/test_tune_resume.py pins them to the installed Ray version:
 - Ray tells Optuna that an ASHA-stopped trial is COMPLETE with its last, low-epoch score, which
   misleads TPE. `PruningAwareOptunaSearch` tells Optuna such a trial is PRUNED, with its per-epoch
   values as intermediate values.
 - Ray does not checkpoint scheduler state, so a resumed search would start with empty ASHA rungs
   and let through trials it would have stopped. `ReplayASHA` rebuilds the rungs from the per-epoch
-  history that every trial carries in its last result (saved in Ray's experiment state).
+  results Ray recorded for each trial (its result.json, read through tune.experiment), up to the
+  result Ray's experiment state restored.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from tune.config import METRIC, MODE, SearchSpec
-from tune.trainable import HISTORY_KEY, PLANNED_KEY
+from tune.trainable import PLANNED_KEY
 
 
 def stopped_early(result: dict[str, Any] | None) -> bool:
@@ -111,40 +113,45 @@ class ReplayASHA(AsyncHyperBandScheduler):
     """ASHA that rebuilds its rungs on resume and remembers which trials it stopped early.
 
     Ray adds every restored trial through `on_trial_add`, with its last result restored from the
-    experiment state. That result carries the trial's per-epoch val_accuracy, which is replayed
-    into the trial's bracket, epoch by epoch, as the objective (the best so far) at the time ASHA
-    saw then: the epoch, or the compute used (gic.cost, from the trial's own config).
+    experiment state. The trial's results up to that one, as Ray recorded them (each epoch's first,
+    the one ASHA saw then; a retry's repeats are left out), are replayed into the trial's bracket:
+    each result's time (`time_attr`: the epoch, or the compute used) and objective, as in the search.
+
+    Args:
+        results_of: a trial's recorded results in order (default: tune.experiment.trial_results,
+            its result.json in the experiment's storage).
+        **kwargs: AsyncHyperBandScheduler's (time_attr, metric, mode, max_t, grace_period, ...).
     """
 
-    def __init__(self, base: dict[str, Any] | None = None, **kwargs):
+    def __init__(self, results_of: Callable[[Any], list[dict[str, Any]]] | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.base = base  # the search's trainer config: a trial's compute per epoch follows from it
+        self.results_of = results_of
         self.early_stops: dict[str, int] = {}  # trial id -> epoch at which this scheduler stopped it
         self.replayed: dict[str, int] = {}  # trial id -> epochs replayed into the rungs
 
-    def _times(self, trial, epochs: int) -> list[float]:
-        if self._time_attr == "training_iteration":
-            return [float(e) for e in range(1, epochs + 1)]
-        from gic.config import TrainConfig
-        from gic.cost import trial_costs
-
-        from tune.space import apply_params
-
-        return trial_costs(apply_params(TrainConfig.model_validate(self.base or {}), dict(trial.config)))[:epochs]
-
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
-        history = (trial.last_result or {}).get(HISTORY_KEY) or []
-        if not history:
+        upto = (trial.last_result or {}).get("training_iteration")
+        if not upto:  # a new trial: nothing recorded
             return
+        if self.results_of is not None:
+            results = self.results_of(trial)
+        else:
+            from tune.experiment import trial_results
+
+            results = trial_results(trial.storage)
         bracket = self._trial_info[trial.trial_id]
-        best = None
-        for time_used, value in zip(self._times(trial, len(history)), history):
-            if value is not None:
-                best = value if best is None else max(best, value)
-            if best is not None:
-                bracket.on_result(trial, time_used, self._metric_op * float(best))  # records; decision unused
-        self.replayed[trial.trial_id] = len(history)
+        seen: set[int] = set()
+        for result in results:
+            step = result.get("training_iteration")
+            if step is None or int(step) in seen or int(step) > int(upto):
+                continue
+            seen.add(int(step))
+            time_used, value = result.get(self._time_attr), result.get(self._metric)
+            if time_used is None or value is None or not math.isfinite(float(value)):
+                continue
+            bracket.on_result(trial, float(time_used), self._metric_op * float(value))  # records; decision unused
+        self.replayed[trial.trial_id] = len(seen)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
@@ -185,5 +192,5 @@ def build_scheduler(spec: SearchSpec):
 
         return FIFOScheduler()
     # ASHA stops a trial whose time reaches max_t: the longest trial must end there, not before.
-    return ReplayASHA(base=spec.trainer.to_dict(), time_attr=spec.time_attr, metric=METRIC, mode=MODE,
+    return ReplayASHA(time_attr=spec.time_attr, metric=METRIC, mode=MODE,
                       max_t=spec.max_t + 1e-6, grace_period=s.grace_period, reduction_factor=s.reduction_factor)

@@ -30,7 +30,7 @@ from gic.config import TrainConfig
 from tune.config import cpu_threads, gpu_memory_cap_mb
 from tune.space import apply_params
 
-HISTORY_KEY = "val_accuracy_history"  # per-epoch val_accuracy so far: rebuilds ASHA rungs on resume
+BEST_EPOCH_KEY = "best_epoch"  # the epoch of the trial's best val_accuracy so far (its objective's epoch)
 COMPUTE_KEY = "compute"  # cumulative compute after this epoch (gic.cost): ASHA's time with search.budget compute
 PLANNED_KEY = "epochs_planned"  # the trial's own E1+E2 (E1 when it does not fine-tune)
 STATE_FILE = "tune_state.json"  # beside the trainer's files in each checkpoint
@@ -149,7 +149,8 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
         config: the trial's params, `{dotted trainer key: value}`, from the searcher.
         data: the gic Dataset without its test split (from the object store).
         base: the search's base trainer config as a dict.
-        settings: cpu, gpu, gpu_memory_margin_mb, checkpoint_every, fail_once_at_epoch.
+        settings: cpu, gpu, gpu_memory_margin_mb, checkpoint_every, dry_run, dry_run_epoch_s
+            (tune.search.trial_settings).
         weights: the base weights the driver resolved (tune.features.resolve_weights), or None.
         features: the phase-1 features the driver computed once (tune.features), or None.
     """
@@ -185,10 +186,6 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
 
     costs = trial_costs(cfg)
     every = int(settings.get("checkpoint_every", 1))
-    fail_at = settings.get("fail_once_at_epoch")
-    fail_always_at = settings.get("fail_always_at_epoch")
-    if fail_always_at and not _designated_to_fail(settings):
-        fail_always_at = None
     node_id = _node_id()
     started = time.time()
 
@@ -208,21 +205,18 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
 
     def on_epoch(metrics: dict[str, Any], save_checkpoint) -> None:
         epoch = int(metrics["epoch"])
-        if fail_at and checkpoint is None and epoch == fail_at:
-            raise RuntimeError(f"injected failure at epoch {epoch} (search.debug.fail_once_at_epoch)")
-        if fail_always_at and epoch == fail_always_at:
-            raise RuntimeError(f"injected failure at epoch {epoch} (search.debug.fail_always_at_epoch)")
         del history[epoch - 1:]
         value = metrics.get("val_accuracy")
         history.append(None if value is None or not math.isfinite(float(value)) else float(value))
         seen = [h for h in history if h is not None]
+        best = max(seen) if seen else None
         result = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                   for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
         result.update({
             "epoch": epoch,
             PLANNED_KEY: planned,
-            HISTORY_KEY: list(history),
-            "best_val_accuracy": max(seen) if seen else float("nan"),  # the objective (tune.config.METRIC)
+            "best_val_accuracy": best if best is not None else float("nan"),  # the objective (tune.config.METRIC)
+            BEST_EPOCH_KEY: history.index(best) + 1 if best is not None else 0,
             COMPUTE_KEY: costs[epoch - 1],
             "node_id": node_id,
             "worker_pid": os.getpid(),  # a reused worker keeps its pid: cold vs warm trials (tune.bench)
@@ -261,37 +255,6 @@ def worker_memory(data: Any) -> dict[str, Any]:
     nbytes = sum(getattr(data, s).images.nbytes for s in ("train", "validation", "test")) if images is not None else 0
     return {"worker_uss_mb": round(info.uss / 2**20, 1), "worker_rss_mb": round(info.rss / 2**20, 1),
             "data_shared": bool(shared), "data_mb": round(nbytes / 2**20, 1)}
-
-
-def _designated_to_fail(settings: dict[str, Any]) -> bool:
-    """True for the first `failing_trials` trials to start (search.debug.fail_always_at_epoch).
-
-    The choice is kept in slot files in the experiment folder, so a retried trial stays designated
-    (one machine or a shared filesystem: this is a test drill, not a feature). For an experiment on a
-    URI they are kept in this machine's temporary folder instead.
-    """
-    from ray import tune
-
-    where = str(settings["experiment_path"])
-    if "://" in where:
-        import hashlib
-
-        where = str(Path(tempfile.gettempdir(), "gic-debug", hashlib.sha256(where.encode()).hexdigest()[:16]))
-    folder = Path(where, ".debug-failing")
-    folder.mkdir(parents=True, exist_ok=True)
-    trial_id = tune.get_context().get_trial_id()
-    slots = [folder / f"slot-{i}" for i in range(int(settings.get("failing_trials", 1)))]
-    if any(slot.is_file() and slot.read_text() == trial_id for slot in slots):
-        return True
-    for slot in slots:
-        try:
-            fd = os.open(slot, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(trial_id)
-        return True
-    return False
 
 
 def trial_dirname(trial) -> str:
