@@ -16,7 +16,6 @@ from pathlib import Path
 import click
 
 from gic.cli_common import CONTEXT, OneLineErrors, user_errors
-from gic.cli_common import warnings_as_lines  # noqa: F401  (re-export for tests/test_cli_warnings.py)
 from gic.cli_data import data
 from gic.errors import GicError
 from gic.shipped import config_option

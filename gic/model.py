@@ -19,7 +19,6 @@ from gic.config import NUM_CONV_LAYERS, AugmentConfig, TrainConfig
 from gic.errors import ModelError
 from gic.runtime import KERAS_POLICY
 from gic.weights import assign_base_weights, base_weights
-from gic.weights import provide_base_weights  # noqa: F401  (re-export for tune.trainable until it imports gic.weights)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -24,7 +24,6 @@ import numpy as np
 
 from gic import runtime
 from gic.caches import SharedFeatures, SpeedCaches
-from gic.caches import forget_features  # noqa: F401  (re-export for tune.trainable until it imports gic.caches)
 from gic.checkpoint import read_checkpoint, write_checkpoint
 from gic.config import AugmentConfig, TrainConfig
 from gic.data import Dataset

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from gic.cli import main, warnings_as_lines
+from gic.cli import main
+from gic.cli_common import warnings_as_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 

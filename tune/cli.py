@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import click
-from gic.cli import CONTEXT, OneLineErrors, user_errors
+from gic.cli_common import CONTEXT, OneLineErrors, user_errors
 from gic.shipped import config_option
 
 # No --config: ./configs/demo.yaml when the current folder has one, else the shipped demo.yaml (gic.shipped).

@@ -166,8 +166,9 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
     else:
         worker = configure_worker(settings)  # threads, GPU memory cap, and the GPU checks
         reset_keras()  # a reused worker: nothing of the previous trial's models stays
-        from gic.model import provide_base_weights
-        from gic.train import forget_features, train_two_phase
+        from gic.caches import forget_features
+        from gic.train import train_two_phase
+        from gic.weights import provide_base_weights
 
         from tune.features import search_features
 
