@@ -111,8 +111,32 @@ def test_progress_shows_running_trials_counts_best_and_an_estimate(live_search):
     *_, lines = live_search
     running = [line for line in lines if " running: epoch " in line]
     assert running and all("phase " in line and "val_accuracy" in line for line in running), lines
-    status = [line for line in lines if " left" in line or "estimate after the first trial" in line]
+    status = [line for line in lines if " left" in line or "estimate after the first" in line]
     assert status and any("min left" in line or "s left" in line for line in status), lines
+
+
+def test_the_estimate_counts_the_epochs_left_at_each_phases_cost():
+    """4 trials, 2 at a time, 2 + 2 epochs: phase-1 epochs take 1 s, phase-2 epochs 10 s."""
+    from types import SimpleNamespace
+
+    from tune.callbacks import ProgressPrinter
+
+    printer = ProgressPrinter(4, echo=lambda line: None, concurrent=2, phase1_epochs=2)
+    a = SimpleNamespace(trial_id="a", status="RUNNING", last_result={})
+    b = SimpleNamespace(trial_id="b", status="PENDING", last_result={})
+    assert printer._estimate([a, b]) == "estimate after the first epoch"
+
+    def report(trial, epoch, phase, seconds):
+        trial.last_result = {"training_iteration": epoch, "epochs_planned": 4, "phase": phase,
+                             "epoch_time_s": seconds, "best_val_accuracy": 0.5}
+        printer.on_trial_result(0, [a, b], trial, trial.last_result)
+
+    report(a, 1, 1, 1.0)
+    assert printer._estimate([a, b]) == "estimate after the first phase-2 epoch"
+    report(a, 2, 1, 1.0)
+    report(a, 3, 2, 10.0)
+    # a: 1 phase-2 epoch left (10 s); 3 trials not started, each 2 x 1 + 2 x 10 = 22 s; 2 at a time
+    assert printer._estimate([a, b]) == f"about {(10 + 3 * 22) / 2:.0f} s left"
 
 
 def test_rungs_are_placed_on_compute_and_every_result_carries_it(live_search):

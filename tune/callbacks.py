@@ -35,6 +35,10 @@ def _fmt_params(params: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 class ProgressPrinter(Callback):
     """Concise progress lines: trial starts and ends, retries, counts and the best so far; and every
     `every_s` seconds a status block (each running trial's epoch, phase and latest score, counts by
@@ -42,8 +46,9 @@ class ProgressPrinter(Callback):
     silent."""
 
     def __init__(self, total: int, echo: Callable[[str], None] = print, every_s: float = 30.0,
-                 concurrent: int = 1):
+                 concurrent: int = 1, phase1_epochs: int | None = None):
         self.total = total
+        self.phase1_epochs = phase1_epochs  # where phase 2 starts: its epochs cost far more
         self.echo = echo
         self.every_s = every_s
         self.concurrent = max(1, concurrent)
@@ -51,6 +56,7 @@ class ProgressPrinter(Callback):
         self.last_status = self.started
         self.best: tuple[float, str, int] | None = None
         self.ended_s: list[float] = []  # wall time of each trial that ended, for the estimate
+        self.epoch_s: dict[int, list[float]] = {1: [], 2: []}  # epoch wall times by phase, for the estimate
 
     def on_step_end(self, iteration, trials, **info):
         if self.every_s and time.time() - self.last_status >= self.every_s:
@@ -74,12 +80,29 @@ class ProgressPrinter(Callback):
         return lines + [f"{self._counts(trials)} | {self._estimate(trials)}"]
 
     def _estimate(self, trials) -> str:
-        """Time left: trials still to end x the mean ended trial's wall time / trials at a time."""
+        """Time left, if no running trial is stopped early: the epochs the running trials still have
+        (phase-1 and phase-2 epochs at their measured mean times), plus each trial not started yet at
+        the mean wall time of the ended ones (at least 3), else at a whole trial's epochs; shared among
+        the trials that run at a time, and never less than the longest running trial still needs."""
         ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        left = self.total - ended
-        if not self.ended_s or left <= 0:
-            return "estimate after the first trial ends" if left > 0 else "ending"
-        seconds = left * (sum(self.ended_s) / len(self.ended_s)) / self.concurrent
+        if self.total - ended <= 0:
+            return "ending"
+        t1 = _mean(self.epoch_s[1])
+        t2 = _mean(self.epoch_s[2]) or None
+        planned = max((int((t.last_result or {}).get("epochs_planned") or 0) for t in trials), default=0)
+        e1 = self.phase1_epochs if self.phase1_epochs is not None else planned
+        if t1 is None or (planned > e1 and t2 is None):
+            return "estimate after the first " + ("epoch" if t1 is None else "phase-2 epoch")
+
+        def seconds_for(done: int, total: int) -> float:
+            return max(0, min(e1, total) - done) * t1 + max(0, total - max(done, e1)) * (t2 or 0.0)
+
+        running = [seconds_for(int((t.last_result or {}).get("training_iteration") or 0),
+                               int((t.last_result or {}).get("epochs_planned") or planned))
+                   for t in trials if t.status == "RUNNING"]
+        not_started = self.total - ended - len(running)
+        per_trial = _mean(self.ended_s) if len(self.ended_s) >= 3 else seconds_for(0, planned)
+        seconds = max(max(running, default=0.0), (sum(running) + not_started * per_trial) / self.concurrent)
         return f"about {seconds / 60:.0f} min left" if seconds >= 90 else f"about {seconds:.0f} s left"
 
     def _line(self, text: str) -> None:
@@ -107,6 +130,8 @@ class ProgressPrinter(Callback):
         self._line(f"{trial.trial_id} continues from its checkpoint")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("epoch_time_s") is not None:
+            self.epoch_s[2 if int(result.get("phase") or 1) == 2 else 1].append(float(result["epoch_time_s"]))
         value = result.get(METRIC)
         # ties go to the lower trial id (tune.results.rank_by_score first prefers more epochs run)
         if value is not None and (self.best is None or (value, self.best[1]) > (self.best[0], trial.trial_id)):

@@ -222,7 +222,8 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
             # The latest checkpoint is always kept besides the num_to_keep best: last + best.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                     checkpoint_score_order=MODE),
-            callbacks=[ProgressPrinter(s.num_samples, echo, s.progress_every_s, s.max_concurrent),
+            callbacks=[ProgressPrinter(s.num_samples, echo, s.progress_every_s, s.max_concurrent,
+                                        spec.trainer.phase1.epochs),
                        TrialsTableWriter(spec.trainer.to_dict()), *MetricsTBXLogger.if_installed(),
                        *([] if s.keep_checkpoints else [CheckpointSweeper()]), *(callbacks or [])],
             verbose=0)
