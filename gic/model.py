@@ -12,6 +12,7 @@ whole model and their stateful seeds would make a resumed run differ from an uni
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,7 +194,9 @@ def load_model(path: str | Path) -> keras.Model:
     if path.suffix not in (".keras", ".h5"):
         raise ModelError(f"{path}: not a model file; expected a .keras model written by gic train or gic-tune retrain")
     try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
+        with warnings.catch_warnings():  # compile=False: the saved optimizer state is not needed, nor loaded
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as err:
         text = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
         if "safe_mode" in text or "lambda" in text.lower():

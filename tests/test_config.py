@@ -122,6 +122,7 @@ def test_an_unknown_key_in_a_search_file_names_the_file_or_option_and_the_closes
         "--set search.max_concurent: unknown key; did you mean search.max_concurrent?"
     assert error(sets=["trainer.phase1.epoch=3"]).endswith("did you mean trainer.phase1.epochs?")
     assert error(sets=["num_samples=3"]).endswith("did you mean search.num_samples?")
+    assert error(sets=["phase1.epoch=3"]).endswith("did you mean trainer.phase1.epochs?")  # not space.phase1.*
     assert error(sets=["space.model.dropout_rate.hgh=0.3"]).endswith("did you mean space.model.dropout_rate.high?")
     assert error(lambda r: r["trainer"]["phase1"].update(epoch=3)) == \
         f"{path}: unknown key 'trainer.phase1.epoch'; did you mean trainer.phase1.epochs?"

@@ -28,11 +28,9 @@ TENSORBOARD_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", METRIC, "
 
 
 def _fmt_params(params: dict[str, Any]) -> str:
-    parts = []
-    for key, value in sorted(params.items()):
-        short = key.rsplit(".", 1)[-1] if not key.startswith("phase") else key.replace("phase", "p").replace(".learning_rate", ".lr")
-        parts.append(f"{short}={value:.3g}" if isinstance(value, float) else f"{short}={value}")
-    return " ".join(parts)
+    """`key=value` per searched param, by its key in the space (the trial table's names too)."""
+    return " ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+                    for key, value in sorted(params.items()))
 
 
 def _mean(values: list[float]) -> float | None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gic.config import (TrainConfig, config_keys, format_validation_error, parse_overrides, read_yaml, set_dotted,
-                        unknown_key_message)
+from gic.config import (TrainConfig, closest_key, config_keys, format_validation_error, parse_overrides,
+                        read_yaml, set_dotted, unknown_key_message)
 from gic.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -207,6 +207,11 @@ def _check_set_key(key: str, known: list[str]) -> None:
     if key in known:
         return
     top = key.split(".", 1)[0]
+    if top not in TOP_LEVEL_KEYS:  # a trainer key without its section (`phase1.epoch`): most likely trainer.*
+        trainer_keys = [k for k in known if k.startswith("trainer.")]
+        hint = closest_key(f"trainer.{key}", trainer_keys)
+        if hint is not None:
+            raise ConfigError(f"--set {key}: unknown key; did you mean {hint}?")
     section = [k for k in known if k.startswith(f"{top}.")] if top in TOP_LEVEL_KEYS else known
     raise ConfigError(unknown_key_message(key, section or known))
 

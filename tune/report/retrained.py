@@ -93,10 +93,10 @@ def retrain_markdown(found: list[RetrainResults], folder: Path) -> list[str]:
     or how to get them."""
     if not found:
         return ["## Test accuracy", "", "Not measured yet: the search's val accuracy picks a configuration; retrain "
-                "it from scratch with the full epoch budget and measure it on the test split:", "", "```",
+                "it from scratch with every epoch of its budget and measure it on the test split:", "", "```",
                 f"gic-tune retrain {folder} --seeds 3 --compare-baseline", "```", ""]
     lines = ["## Test accuracy (retrain)", "",
-             "Each configuration trained again from scratch with the full epoch budget and evaluated once on the "
+             "Each configuration trained again from scratch with every epoch of its budget (no early stopping) and evaluated once on the "
              "test split" + (f"; {len(found)} retrains, the newest first" if len(found) > 1 else "") + ".", ""]
     for results in found:
         where = results.folder.relative_to(folder) if results.folder.is_relative_to(folder) else results.folder
