@@ -317,7 +317,8 @@ def comparison(results: list[dict[str, Any]]) -> pd.DataFrame:
 
 def comparison_markdown(table: pd.DataFrame, experiment: Path, train_on: str, seeds: int) -> str:
     lines = [f"# Retrain of {experiment.name}: tuned vs seed recipe", "",
-             f"Each configuration trained from scratch on `{train_on}` with every epoch of its config's budget (phase 1 + phase 2, no early stopping), {seeds} seed(s); "
+             f"Each configuration trained from scratch on `{train_on}` with every epoch of its config's budget "
+             f"(phase 1 + phase 2, no early stopping), {seeds} seed(s); "
              "test metrics of the " + ("last epoch's weights" if train_on == "train+validation" else
                                          "best-val-accuracy weights") + " on the untouched test split.", "",
              "| config | seeds | test accuracy | test AUC | training time (s) |", "|---|---|---|---|---|"]
