@@ -137,6 +137,9 @@ def test_the_estimate_counts_the_epochs_left_at_each_phases_cost():
     report(a, 3, 2, 10.0)
     # a: 1 phase-2 epoch left (10 s); 3 trials not started, each 2 x 1 + 2 x 10 = 22 s; 2 at a time
     assert printer._estimate([a, b]) == f"about {(10 + 3 * 22) / 2:.0f} s left"
+    # With ASHA's rung at epoch 2 (rf 2) half the new trials go on to phase 2: 2 x 1 + 2 x 10 / 2 = 12 s each
+    printer.rungs, printer.reduction_factor = [2.0], 2.0
+    assert printer._estimate([a, b]) == f"about {(10 + 3 * 12) / 2:.0f} s left"
 
 
 def test_rungs_are_placed_on_compute_and_every_result_carries_it(live_search):

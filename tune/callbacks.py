@@ -44,9 +44,12 @@ class ProgressPrinter(Callback):
     silent."""
 
     def __init__(self, total: int, echo: Callable[[str], None] = print, every_s: float = 30.0,
-                 concurrent: int = 1, phase1_epochs: int | None = None):
+                 concurrent: int = 1, phase1_epochs: int | None = None,
+                 rungs: list[float] | None = None, reduction_factor: float = 1.0):
         self.total = total
         self.phase1_epochs = phase1_epochs  # where phase 2 starts: its epochs cost far more
+        # ASHA on epochs: a trial runs epoch e with probability rf^-(rungs below e), for new trials' cost
+        self.rungs, self.reduction_factor = sorted(rungs or []), max(1.0, reduction_factor)
         self.echo = echo
         self.every_s = every_s
         self.concurrent = max(1, concurrent)
@@ -78,10 +81,11 @@ class ProgressPrinter(Callback):
         return lines + [f"{self._counts(trials)} | {self._estimate(trials)}"]
 
     def _estimate(self, trials) -> str:
-        """Time left, if no running trial is stopped early: the epochs the running trials still have
-        (phase-1 and phase-2 epochs at their measured mean times), plus each trial not started yet at
-        the mean wall time of the ended ones (at least 3), else at a whole trial's epochs; shared among
-        the trials that run at a time, and never less than the longest running trial still needs."""
+        """Time left: the epochs the running trials still have (phase-1 and phase-2 epochs at their
+        measured mean times; as if none were stopped early), plus each trial not started yet at its
+        expected cost under ASHA's epoch rungs (epoch e runs with probability rf^-(rungs below e):
+        ASHA keeps 1/rf of the trials at each rung) or, on other budgets, at a whole trial's epochs;
+        shared among the trials at a time, and never less than the longest running trial needs."""
         ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         if self.total - ended <= 0:
             return "ending"
@@ -95,11 +99,15 @@ class ProgressPrinter(Callback):
         def seconds_for(done: int, total: int) -> float:
             return max(0, min(e1, total) - done) * t1 + max(0, total - max(done, e1)) * (t2 or 0.0)
 
+        def expected_seconds(total: int) -> float:
+            return sum((t1 if e <= e1 else (t2 or 0.0)) * self.reduction_factor ** -sum(r < e for r in self.rungs)
+                       for e in range(1, total + 1))
+
         running = [seconds_for(int((t.last_result or {}).get("training_iteration") or 0),
                                int((t.last_result or {}).get("epochs_planned") or planned))
                    for t in trials if t.status == "RUNNING"]
         not_started = self.total - ended - len(running)
-        per_trial = _mean(self.ended_s) if len(self.ended_s) >= 3 else seconds_for(0, planned)
+        per_trial = expected_seconds(planned)
         seconds = max(max(running, default=0.0), (sum(running) + not_started * per_trial) / self.concurrent)
         return f"about {seconds / 60:.0f} min left" if seconds >= 90 else f"about {seconds:.0f} s left"
 

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from gic.errors import GicError
 
+from tune.analysis import milestones
 from tune.callbacks import MetricsTBXLogger, ProgressPrinter, TrialsTableWriter
 from tune.checkpoints import CheckpointSweeper
 from tune.config import METRIC, MODE, SearchSpec
@@ -88,6 +89,14 @@ def _resolve_for_trials(spec: SearchSpec, echo: Callable[[str], None]):
     if needs_features(spec):
         features = compute_features(spec, data, weights, trial_settings(spec), echo)
     return Shipped(data=data, weights=weights, features=features)
+
+
+def _epoch_rungs(spec: SearchSpec) -> tuple[list[float], float]:
+    """ASHA's rungs and reduction factor when it stops trials on epochs (for the progress estimate)."""
+    s = spec.search
+    if not s.early_stopping or s.budget != "epoch":
+        return [], 1.0
+    return milestones(s.grace_period, s.reduction_factor, spec.max_t), s.reduction_factor
 
 
 def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None = None,
@@ -223,7 +232,7 @@ def _run(spec, name, path, local, resume, echo, command, started, warm_start=Non
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                     checkpoint_score_order=MODE),
             callbacks=[ProgressPrinter(s.num_samples, echo, s.progress_every_s, s.max_concurrent,
-                                        spec.trainer.phase1.epochs),
+                                        spec.trainer.phase1.epochs, *_epoch_rungs(spec)),
                        TrialsTableWriter(spec.trainer.to_dict()), *MetricsTBXLogger.if_installed(),
                        *([] if s.keep_checkpoints else [CheckpointSweeper()]), *(callbacks or [])],
             verbose=0)
