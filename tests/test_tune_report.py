@@ -302,3 +302,12 @@ def test_report_renders_in_a_headless_browser_and_fits_the_page(tiny_experiment,
     assert len(trials_box) == 1 and trials_box[0]["nowrap_status"] == "nowrap"
     assert trials_box[0]["right"] <= result["page"]["viewport"]
     assert (tmp_path / f"report-{width}.png").stat().st_size > 10_000
+
+
+def test_the_reproduce_command_runs_from_the_folder_the_search_ran_in():
+    from tune.report.summary import _rerun_command
+
+    command = "gic-tune run --config configs/demo.yaml --resume"
+    assert _rerun_command(command, "demo", "/home/me/my project") == \
+        "cd '/home/me/my project' && gic-tune run --config configs/demo.yaml --name demo-rerun"
+    assert _rerun_command("gic-tune run --name demo", "demo", None) == "gic-tune run --name demo-rerun"

@@ -13,6 +13,7 @@ resume: that is said, and nothing is touched.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -115,7 +116,7 @@ def describe(path: str, spec: SearchSpec, name: str, command: str | None) -> Non
 
     from tune.schedulers import optuna_module
 
-    doc = {"command": command or " ".join(shlex.quote(a) for a in sys.argv), "source": spec.source,
+    doc = {"command": command or " ".join(shlex.quote(a) for a in sys.argv), "cwd": os.getcwd(), "source": spec.source,
            "name": name, **search_doc(spec),
            "versions": {"python": sys.version.split()[0], "ray": ray.__version__, "optuna": optuna_module().__version__}}
     ExperimentFolder(path).write_text(SEARCH_CONFIG, yaml.safe_dump(doc, sort_keys=False))

@@ -59,8 +59,9 @@ def _end_state(folder: Path) -> str:
             "running": "running (this report is a snapshot)"}.get(state, str(state))
 
 
-def _rerun_command(command: str | None, name: str) -> str:
-    """The recorded command with a new `--name`, so that it runs as printed (the old name exists)."""
+def _rerun_command(command: str | None, name: str, cwd: str | None = None) -> str:
+    """The recorded command with a new `--name` (the old name exists), run from the folder it was run
+    in (its relative paths, and the default config, are resolved there), so that it runs as printed."""
     import shlex
 
     if not command:
@@ -70,7 +71,7 @@ def _rerun_command(command: str | None, name: str) -> str:
         args[args.index("--name") + 1] = f"{name}-rerun"
     else:
         args += ["--name", f"{name}-rerun"]
-    return shlex.join(args)
+    return (f"cd {shlex.quote(cwd)} && " if cwd else "") + shlex.join(args)
 
 
 def _rungs_markdown(rungs: list[float], budget: str, curves: dict[str, pd.DataFrame], frame: pd.DataFrame) -> list[str]:
@@ -169,8 +170,9 @@ def build_summary(folder: Path, cfg: dict[str, Any], frame: pd.DataFrame, study_
     if rungs:
         head += _rungs_markdown(rungs, rung_budget(folder, cfg), trial_curves(folder) if curves is None else curves,
                                 frame)
-    body = ["## Reproduce", "", "The same search again, as a new experiment beside this one:", "",
-            "```", _rerun_command(cfg.get("command"), study_name), "```", "",
+    body = ["## Reproduce", "", "The same search again, as a new experiment beside this one (it reads the search file as it is now; "
+            "the settings this search ran with are in `search_config.yaml`):", "",
+            "```", _rerun_command(cfg.get("command"), study_name, cfg.get("cwd")), "```", "",
             "## Configuration", "",
             f"- source: `{cfg.get('source', '-')}`",
             f"- data: {(trainer.get('data') or {}).get('source', '-')} `{(trainer.get('data') or {}).get('dir', '-')}` "
