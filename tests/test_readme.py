@@ -50,6 +50,7 @@ PLAN: dict[str, tuple] = {
         ("run", ["--num-samples", "2", "--set", "trainer.phase2.epochs=1"], 0),
     "gic-tune run --time-budget 30m": ("skip", "prose: the option, shown on the demo search above"),
     "gic-tune run --resume": ("skip", "prose: the option; run above as `--config configs/demo.yaml --resume`"),
+    "gic-tune run --verbose": ("skip", "prose: the option; tests/test_cli_warnings.py runs it"),
     "gic-tune run --config configs/demo.yaml --name demo2 --warm-start results/demo":
         ("run", [*SEARCH_SHORT, "--num-samples", "1"], 0),
     "gic-tune trials": ("run", [], 0),
