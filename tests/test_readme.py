@@ -64,6 +64,10 @@ PLAN: dict[str, tuple] = {
         ("run", [*RETRAIN_SHORT, "--top", "1", "--seeds", "2"], 0),
     "gic-tune retrain results/demo --train-on train+validation": ("run", RETRAIN_SHORT, 0),
     "gic-tune retrain results/demo --seeds 3 --address auto": ("skip", "needs a Ray cluster (--address auto)"),
+    "gic-tune run --config configs/faces-dev.yaml": ("skip", "needs ../shared/data/faces-dev (and 36 min)"),
+    "gic-tune retrain results/faces-dev --seeds 3 --compare-baseline --address local":
+        ("skip", "needs the faces-dev search above"),
+    "gic-tune trials results/faces-dev --top 6": ("skip", "needs the faces-dev search above"),
     "gic bench train --data ../shared/data/faces-dev --size 128 --epochs 3":
         ("skip", "needs ../shared/data/faces-dev, which a fresh clone does not have"),
 }
