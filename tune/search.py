@@ -149,6 +149,9 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
         return done
     fresh = not resume
     created = local is not None and fresh and not local.exists()
+    # the folders this start makes (the experiment's and its storage root's, e.g. results/): a start
+    # that fails leaves none of them behind
+    made = [d for d in (local, *local.parents) if not d.exists()] if created else []
     if local is not None:
         from gic.files import check_writable
 
@@ -188,6 +191,11 @@ def run_search(spec: SearchSpec, *, name: str | None = None, address: str | None
             shutil.rmtree(local, ignore_errors=True)
             if not created:
                 local.mkdir(parents=True, exist_ok=True)
+            for parent_dir in made[1:]:  # deepest first; rmdir removes only an empty folder
+                try:
+                    parent_dir.rmdir()
+                except OSError:
+                    break
         elif fresh and local is None and marked and not _can_restore(path):
             try:
                 folder.remove("")
