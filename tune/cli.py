@@ -60,7 +60,8 @@ def run(config_path: Path, name: str | None, address: str | None, num_samples: i
     """Run a search; print progress; write trials.csv and best_config.yaml.
 
     Prints one line per event (a trial started, stopped by ASHA, finished, retried) with the counts
-    and the best so far, then a summary. Results go to <storage_path>/<name>/; Ctrl-C saves the
+    and the best so far, and every 30 s (search.progress_every_s) a status block: each running
+    trial's epoch, phase and score, and an estimate of the time left; then a summary. Results go to <storage_path>/<name>/; Ctrl-C saves the
     experiment and prints the --resume command. Ray's own notices go to <storage_path>/<name>/ray.log
     (errors are shown here), unless --verbose.
 
