@@ -128,7 +128,7 @@ def _echo(line: str) -> None:
     sys.stdout.flush()
 
 
-# ------------------------------------------------------------- inspect, report, retrain (issue 4)
+# ---------------------------------------------------------------------- inspect, report, retrain
 @main.command("trials")
 @click.argument("results_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--sort", "sort_key", default=None, metavar="KEY",
@@ -298,7 +298,7 @@ def retrain_cmd(results_dir: Path, top: int, seeds: int, train_on: str, out: Pat
                "comparison.md, MODEL_CARD.md)")
 
 
-# ------------------------------------------------------------------------------- bench (issue 5)
+# ------------------------------------------------------------------------------------- bench
 @main.command("bench")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               callback=config_option(DEFAULT_CONFIG),
