@@ -109,7 +109,7 @@ def test_local_ray_serves_no_dashboard_to_the_network():
     import psutil
     import ray
 
-    from tune.search import init_ray
+    from tune.ray_start import init_ray
 
     assert init_ray(None, num_cpus=1)
     try:

@@ -262,7 +262,7 @@ def run_all(runs: list[Run], out: Path, address: str | None, resources: dict[str
     import ray
     from gic.files import atomic_write_bytes
 
-    from tune.search import init_ray
+    from tune.ray_start import init_ray
 
     owns = init_ray(None if address == "local" else address)
     try:

@@ -33,7 +33,7 @@ from tune.schedulers import build_scheduler, build_searcher
 from tune.summary import SearchSummary, end_state, final_line, finish, written
 from tune.trainable import run_trial, trial_dirname
 
-__all__ = ["SearchSummary", "build_trainable", "experiment_path", "init_ray", "run_search", "trial_settings"]
+__all__ = ["SearchSummary", "build_trainable", "experiment_path", "run_search", "trial_settings"]
 
 
 def experiment_path(spec: SearchSpec, name: str | None = None) -> str:
