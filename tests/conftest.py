@@ -58,4 +58,3 @@ def tiny_experiment(synth_dir, tmp_path_factory):
     moved.parent.mkdir()
     shutil.move(summary.experiment_path, moved)
     return moved, spec, summary
-# ------------------------------------------------------------------ end of issue 4 fixtures

@@ -119,6 +119,20 @@ def test_experiment_list_one_line_each(tiny_experiment):
     assert line.startswith("inspect") and f"{spec.search.num_samples} trials" in line and "stopped" in line
 
 
+def test_rungs_gives_spearman_per_rung_for_each_scheme(tiny_experiment):
+    folder, _, _ = tiny_experiment
+    result = invoke("rungs", folder, "--scheme", "epoch:1:2", "--scheme", "epoch:2:3")
+    assert result.exit_code == 0, result.output
+    header, *rows, legend = result.output.strip().splitlines()
+    assert header.split() == ["scheme", "rung", "reached", "finished", "spearman"]
+    # 3 epochs: epoch:1:2 places rungs at epochs 1 and 2, epoch:2:3 at epoch 2 (Ray's milestones)
+    assert [r.split()[:6] for r in rows] == [["epoch", "grace", "1", "rf", "2", "1"],
+                                             ["epoch", "grace", "1", "rf", "2", "2"],
+                                             ["epoch", "grace", "2", "rf", "3", "2"]], result.output
+    assert all(r.split()[-1] == "-" or -1 <= float(r.split()[-1]) <= 1 for r in rows)
+    assert legend.startswith("spearman: rank correlation")
+
+
 @pytest.mark.parametrize("args, message", [
     (["trials", "{tmp}"], "not an experiment folder"),
     (["trials", "{tmp}/missing"], "no such folder"),
@@ -126,6 +140,8 @@ def test_experiment_list_one_line_each(tiny_experiment):
     (["retrain", "{tmp}"], "not an experiment folder"),
     (["trials", "{exp}", "--status", "bogus"], "--status bogus"),
     (["trials", "{exp}", "--sort", "bogus"], "--sort bogus"),
+    (["rungs", "{exp}", "--scheme", "bogus"], "--scheme bogus: expected BUDGET:GRACE:RF"),
+    (["rungs", "{exp}", "--scheme", "steps:1:2"], "budget 'steps': expected compute or epoch"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_experiment, tmp_path, args, message):
     folder, _, _ = tiny_experiment

@@ -250,7 +250,7 @@ def rungs_cmd(results_dir: Path, schemes: tuple[str, ...]) -> None:
         return
     table["spearman"] = [("-" if v is None or v != v else f"{v:.2f}") for v in table["spearman"]]
     table["rung"] = [f"{v:g}" for v in table["rung"]]
-    click.echo(table.to_string(index=False))
+    click.echo(table.drop(columns=["budget"]).to_string(index=False))  # the scheme names its budget
     click.echo("spearman: rank correlation between the best val accuracy at the rung and at the end, over the "
                "trials that ran to the end (-: fewer than 3 of them, or no spread)")
 
