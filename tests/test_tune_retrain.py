@@ -3,6 +3,7 @@
 import glob
 import json
 import pickle
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -40,6 +41,9 @@ def test_retrain_top_k_with_seeds_on_a_ray_cluster_reports_mean_and_std(tiny_exp
                                        "--address", "local"])
     assert result.exit_code == 0, result.output
     assert "4 runs submitted to Ray" in result.output  # K x S runs as Ray tasks, not one after another
+    # Ray's notices and the log lines its workers forward (TensorFlow's retracing warnings) go to ray.log
+    assert (out / "ray.log").is_file()
+    assert not [line for line in result.output.splitlines() if re.search(r"\t(DEBUG|INFO|WARNING) \S+:\d+ -- ", line)]
     top2 = rank_by_score(trial_table(folder))["trial_id"].iloc[:2]  # the ranking best_config.yaml uses
     runs = sorted(str(p.parent.relative_to(out)) for p in out.glob("*/seed*/metrics.json"))
     assert len(runs) == 4 and {r.split("/")[1] for r in runs} == {"seed0", "seed1"}

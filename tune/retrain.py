@@ -260,31 +260,42 @@ def run_all(runs: list[Run], out: Path, address: str | None, resources: dict[str
         return sorted(results, key=lambda m: (m["name"] != "baseline", m["name"], m["seed"]))
 
     import ray
+
+    from tune.ray_start import RayNotices, init_ray, verbose_from_env
+
+    with RayNotices(out, verbose_from_env()) as notices:  # Ray's own notices -> <out>/ray.log
+        owns = notices.start(init_ray, None if address == "local" else address)
+        try:
+            results += _run_on_ray(runs, out, resources, data, echo)
+        finally:
+            if owns:
+                notices.closing()  # workers stopped by the shutdown print Ray's tracebacks: not news
+                ray.shutdown()
+    return sorted(results, key=lambda m: (m["name"] != "baseline", m["name"], m["seed"]))
+
+
+def _run_on_ray(runs: list[Run], out: Path, resources: dict[str, float], data, echo) -> list[dict[str, Any]]:
+    """The runs as Ray tasks in parallel; each run's files are written here as it ends (metrics.json last)."""
+    import ray
     from gic.files import atomic_write_bytes
 
-    from tune.ray_start import init_ray
-
-    owns = init_ray(None if address == "local" else address)
-    try:
-        cpu, gpu = float(resources.get("cpu", 1)), float(resources.get("gpu", 0))
-        task = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=1)(_remote_run)
-        data_ref = ray.put(data)
-        pending = {task.remote(run, data_ref, max(1, int(cpu))): run for run in runs}
-        echo(f"{len(runs)} runs submitted to Ray ({cpu:g} CPU + {gpu:g} GPU each)")
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            run = pending.pop(done[0])
-            files = ray.get(done[0])
-            folder = out / run.folder
-            for name in sorted(files, key=lambda n: n == "metrics.json"):  # metrics.json last: complete
-                atomic_write_bytes(folder / name, files[name])
-            metrics = json.loads(files["metrics.json"])
-            echo(f"    {run.name} seed {run.seed}: test_accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
-            results.append(metrics)
-    finally:
-        if owns:
-            ray.shutdown()
-    return sorted(results, key=lambda m: (m["name"] != "baseline", m["name"], m["seed"]))
+    cpu, gpu = float(resources.get("cpu", 1)), float(resources.get("gpu", 0))
+    task = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=1)(_remote_run)
+    data_ref = ray.put(data)
+    pending = {task.remote(run, data_ref, max(1, int(cpu))): run for run in runs}
+    echo(f"{len(runs)} runs submitted to Ray ({cpu:g} CPU + {gpu:g} GPU each)")
+    results = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        run = pending.pop(done[0])
+        files = ray.get(done[0])
+        folder = out / run.folder
+        for name in sorted(files, key=lambda n: n == "metrics.json"):  # metrics.json last: complete
+            atomic_write_bytes(folder / name, files[name])
+        metrics = json.loads(files["metrics.json"])
+        echo(f"    {run.name} seed {run.seed}: test_accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
+        results.append(metrics)
+    return results
 
 
 def _mean_std(values: list[float], digits: int = 4) -> str:
