@@ -56,7 +56,6 @@ class ProgressPrinter(Callback):
         self.started = time.time()
         self.last_status = self.started
         self.best: tuple[float, str, int] | None = None
-        self.ended_s: list[float] = []  # wall time of each trial that ended, for the estimate
         self.epoch_s: dict[int, list[float]] = {1: [], 2: []}  # epoch wall times by phase, for the estimate
 
     def on_step_end(self, iteration, trials, **info):
@@ -145,8 +144,6 @@ class ProgressPrinter(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        if last.get("time_total_s"):
-            self.ended_s.append(float(last["time_total_s"]))
         epochs, value = last.get("training_iteration"), last.get(METRIC, float("nan"))
         what = f"stopped by ASHA at epoch {epochs}" if stopped_early(last) else f"finished after {epochs} epochs"
         self._line(f"{trial.trial_id} {what}: val_accuracy {value:.4f}")
