@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -49,3 +53,21 @@ def write_and_load(raw: dict[str, Any], path: str | Path, overrides: list[str] |
     path = Path(path)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_search_config(path, overrides)
+
+
+def ctrl_c_when(proc: subprocess.Popen, ready: Callable[[], bool], wait_s: float = 90) -> tuple[str, str]:
+    """A terminal's Ctrl-C: once `ready()` (polled every 0.2 s for up to `wait_s`), SIGINT to the
+    process group of `proc` (started with start_new_session=True: the driver and the Ray it started);
+    returns its (stdout, stderr). The process must still be running when it is ready; whatever
+    happens, nothing of it outlives the call (SIGKILL to the group)."""
+    try:
+        deadline = time.time() + wait_s
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        return proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from faults import inject_faults
-from searches import tiny_search, write_and_load
+from searches import ctrl_c_when, tiny_search, write_and_load
 from tune.search import run_search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,17 +78,7 @@ def test_ctrl_c_saves_a_resumable_experiment_and_says_so(synth_dir, tmp_path):
     # A terminal's Ctrl-C goes to the whole foreground process group: the driver and the Ray it started.
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline and proc.poll() is None and not any(_results(d) for d in exp.glob("trial_*")):
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.communicate()
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    out, err = ctrl_c_when(proc, lambda: any(_results(d) for d in exp.glob("trial_*")))
     assert proc.returncode == 130, out + err
     assert f"interrupted: the experiment is saved in {exp}; continue it with: gic-tune run" in err
     assert "--resume" in err.splitlines()[-1] and "Traceback" not in out + err

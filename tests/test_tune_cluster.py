@@ -8,17 +8,15 @@ tests/cluster_harness.py. Here: a local Ray, and moto's S3 server (or file://) a
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tune.search import run_search
-from searches import tiny_search, write_and_load
+from searches import ctrl_c_when, tiny_search, write_and_load
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT_FILES = ("search_config.yaml", "asha.json", "optuna_trials.csv", "driver.json", "trials.csv",
@@ -80,21 +78,8 @@ def test_ctrl_c_on_s3_storage_exits_130_and_records_interrupted_trials(synth_dir
     cmd = ["run", "--config", str(tmp_path / "search.yaml")]
     fs = s3.filesystem()
     proc = _cli(cmd, tmp_path, env, start_new_session=True)  # Ctrl-C reaches the driver's process group
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline and proc.poll() is None:
-            infos = fs.get_file_info(pyarrow.fs.FileSelector(f"{s3.bucket}/gic/ctrl-c", recursive=True,
-                                                            allow_not_found=True))
-            if any("/checkpoint_" in i.path for i in infos):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.communicate()
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    selector = pyarrow.fs.FileSelector(f"{s3.bucket}/gic/ctrl-c", recursive=True, allow_not_found=True)
+    out, err = ctrl_c_when(proc, lambda: any("/checkpoint_" in i.path for i in fs.get_file_info(selector)))
     assert proc.returncode == 130, out[-3000:] + err[-3000:]
     assert "interrupted: the experiment is saved in s3://" in err and "--resume" in err.splitlines()[-1]
     assert json.loads(_s3_text(s3, "gic/ctrl-c/driver.json"))["state"] == "interrupted"
