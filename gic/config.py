@@ -71,6 +71,7 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    """The `model:` section: base weights, the head (dense units, activation, dropout, norm), augmentation."""
     weights: str = "imagenet"  # imagenet | none | hed | path to a VGG16 no-top .weights.h5
     dense_units: int = Field(256, ge=1)
     # The notebook's Dense(256) had no activation although its README says ReLU: we default to ReLU.

@@ -38,6 +38,7 @@ from tune.config import SearchSpec, cpu_threads
 
 @dataclass
 class TrialTimes:
+    """One trial as the driver saw it: when it started and each result with its arrival time (seconds)."""
     start: float  # driver clock when the trial was started (first start; retries keep it)
     results: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (driver clock, result)
     end: float | None = None
@@ -107,6 +108,7 @@ def figures(clock: TrialClock, wall_s: float, slots: int, single_s: float | None
 
 
 def format_figures(f: dict[str, Any]) -> str:
+    """The search figures of `bench_search` as aligned text lines (seconds, shares, memory)."""
     def s(x: float | None) -> str:
         return f"{'n/a':>10}" if x is None or x != x else f"{x:8.1f} s"
 
@@ -189,6 +191,7 @@ def bench_search(spec: SearchSpec, *, name: str | None = None, single: bool = Tr
 
 
 def format_report(f: dict[str, Any]) -> str:
+    """format_figures plus the scheduler-overhead lines of a dry-run load test, when present."""
     text = format_figures(f)
     if "scheduler" in f:
         d = f["scheduler"]
@@ -198,4 +201,5 @@ def format_report(f: dict[str, Any]) -> str:
 
 
 def save_json(f: dict[str, Any], path: Path) -> None:
+    """The figures as strict JSON at `path`, written atomically."""
     atomic_write_json(path, f)

@@ -70,6 +70,7 @@ class DebugSettings(_Strict):
 
 
 class SearchSettings(_Strict):
+    """The `search:` section: trial count, concurrency, TPE, ASHA (budget, grace, rf), resources, storage."""
     name: str = "search"
     num_samples: int = Field(16, ge=1, description="trials in total")
     max_concurrent: int = Field(2, ge=1, description="trials running at once")

@@ -32,6 +32,7 @@ FEATURES_TASK_RETRIES = 3  # a features task on a node that dies is run again el
 
 @dataclasses.dataclass
 class Shipped:
+    """What the driver resolved once for every trial, each put in the object store by tune.with_parameters."""
     data: Any  # gic Dataset without its test split
     weights: dict[str, Any] | None = None  # {"weights": cfg value, "id": cache id, "arrays": [26 arrays]}
     features: dict[str, Any] | None = None  # {"key": feature cache key, "features": {"train", "validation"}}

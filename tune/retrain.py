@@ -1,5 +1,8 @@
 """Retrain the best configuration(s) of a search from scratch and measure them on the test split.
 
+(About 410 lines, one job: plan the runs, train them here or on Ray, compare them; split further it
+would scatter one flow over several files.)
+
     gic-tune retrain results/demo                            # best trial, 1 seed, in this process
     gic-tune retrain results/demo --top 3 --seeds 3 --compare-baseline --address auto
 
@@ -327,6 +330,7 @@ def comparison(results: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def comparison_markdown(table: pd.DataFrame, experiment: Path, train_on: str, seeds: int) -> str:
+    """comparison.md: per configuration, test accuracy, AUC and training time (mean ± std over seeds)."""
     lines = [f"# Retrain of {experiment.name}: tuned vs seed recipe", "",
              f"Each configuration trained from scratch on `{train_on}` with every epoch of its config's budget "
              f"(phase 1 + phase 2, no early stopping), {seeds} seed(s); "

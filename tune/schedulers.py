@@ -104,6 +104,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
 
 
 def optuna_module():
+    """The optuna module, imported on first use (it is slow to import and only the driver needs it)."""
     import optuna
 
     return optuna

@@ -18,6 +18,7 @@ from tune.schedulers import PruningAwareOptunaSearch, ReplayASHA
 
 @dataclass
 class SearchSummary:
+    """How a search ended: its folder, trial table, ASHA stops, Optuna states, wall time (s), best trial, state."""
     experiment_path: str
     trials: Any  # DataFrame: the trial table (tune.results)
     scheduler_stops: dict[str, int] = field(default_factory=dict)
