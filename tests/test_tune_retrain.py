@@ -48,6 +48,7 @@ def test_retrain_top_k_with_seeds_on_a_ray_cluster_reports_mean_and_std(tiny_exp
     runs = sorted(str(p.parent.relative_to(out)) for p in out.glob("*/seed*/metrics.json"))
     assert len(runs) == 4 and {r.split("/")[1] for r in runs} == {"seed0", "seed1"}
     table = (out / "comparison.md").read_text()
+    assert table.splitlines()[0].endswith(": tuned")  # no seed recipe was trained: the title says so
     assert all(tid in table for tid in top2) and table.count(" ± ") >= 6  # accuracy, AUC, time per config
     for metrics_file in out.glob("*/seed*/metrics.json"):
         assert 0 <= json.loads(metrics_file.read_text())["test_accuracy"] <= 1

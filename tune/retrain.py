@@ -331,7 +331,8 @@ def comparison(results: list[dict[str, Any]]) -> pd.DataFrame:
 
 def comparison_markdown(table: pd.DataFrame, experiment: Path, train_on: str, seeds: int) -> str:
     """comparison.md: per configuration, test accuracy, AUC and training time (mean ± std over seeds)."""
-    lines = [f"# Retrain of {experiment.name}: tuned vs seed recipe", "",
+    title = "tuned vs seed recipe" if (table["config"] == "baseline").any() else "tuned"
+    lines = [f"# Retrain of {experiment.name}: {title}", "",
              f"Each configuration trained from scratch on `{train_on}` with every epoch of its config's budget "
              f"(phase 1 + phase 2, no early stopping), {seeds} seed(s); "
              "test metrics of the " + ("last epoch's weights" if train_on == "train+validation" else
