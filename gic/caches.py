@@ -1,7 +1,8 @@
-"""What the frozen layers of a phase compute once instead of every epoch: three speed caches, one interface.
+"""What the frozen layers of a phase compute once instead of every epoch: four speed caches, one interface.
 
     caches = SpeedCaches(clf, cfg, data, precision)
     caches.base_features()              # phase 1 without augmentation: {"train", "validation"} (N, 512)
+    caches.augmented_features(epoch)    # phase 1 with augmentation: epoch's train features (N, 512), labels (N,)
     caches.validation_features()        # phase 1 with augmentation: validation (N_val, 512)
     caches.lower_validation(n, epochs)  # phase 2: (upper model, the frozen lower layers' validation output)
 
@@ -10,6 +11,13 @@ None of them changes a number, only how often it is computed:
   phase 1 trains the head on it (Chollet measured ~70x per epoch). Kept per (dataset fingerprint, image size, weights id,
   precision) in this process's memory, then a search's shared store (`SharedFeatures`), then
   `<cache dir>/features/<key>.npz` on disk, else computed (and written to disk).
+- With augmentation, an epoch's augmented images are a function of (seed, epoch, batch) alone
+  (`gic.pipeline`), and the frozen base has no dropout or batch statistics, so the model's output on
+  an augmented batch is the head's output on that batch's pooled base features. Those features are
+  computed once per (the key above, augmentation settings, seed, batch size, epoch), in the epoch's
+  batch order, and phase 1 trains the head on them: every run with the same settings, a search's
+  trials and later searches alike, shares them. This process keeps only the epoch in use; then the
+  search's shared store, then `<cache dir>/features/<key>.npy` on disk, else computed.
 - Validation images are never augmented, so with augmentation phase 1 still validates the head on
   the validation split's cached features.
 - Phase 2 validates through conv layers that stay frozen: their output is computed once and each
@@ -21,15 +29,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
 from gic.config import TrainConfig
 from gic.data import Dataset
 from gic.files import atomic_path
-from gic.model import Classifier, conv_layers, split_model
-from gic.pipeline import in_order
+from gic.model import FEATURE_DIM, Classifier, conv_layers, split_model
+from gic.pipeline import Batches, in_order
 from gic.weights import weights_id
 
 import keras  # noqa: E402
@@ -39,11 +47,27 @@ import tensorflow as tf  # noqa: E402
 # block4 or above fits (n <= 6: <= 200 MB); n >= 7 (block3, 45 x 45 x 256) validates the whole model.
 LOWER_CACHE_MAX_BYTES = 256 * 2**20
 
-# A search shares features between its trials, on every node: `shared(key, load)` returns the
-# features, calling `load()` (disk, else compute) only where no other trial has them (tune.features).
-SharedFeatures = Callable[[str, Callable[[], dict[str, np.ndarray]]], dict[str, np.ndarray]]
+# Bump when gic.model.augment_batch or gic.pipeline's batch seeding changes what an epoch's augmented
+# images are: cached augmented features of the old version are then never read.
+AUGMENT_VERSION = 1
+
+
+class SharedFeatures(Protocol):
+    """A search's store of phase-1 features shared by its trials, on every node (tune.features):
+    `shared(key, load, kind)` returns the features stored under `key`, calling `load()` (this
+    process: disk, else compute) only where the store does not have them, and then offers them to
+    it. `kind` says which features: `base` ({"train", "validation"}: phase 1 without augmentation)
+    or `augmented` ({"train"}: one epoch of phase 1 with augmentation)."""
+
+    def __call__(self, key: str, load: Callable[[], dict[str, np.ndarray]],
+                 kind: str = "base") -> dict[str, np.ndarray]: ...
+
 
 _FEATURE_CACHE: dict[str, dict[str, np.ndarray]] = {}  # per process: a reused search worker skips the pass
+# The augmented features of the epoch in use, and no other: all epochs of all settings would grow
+# without bound (3.3 MB per epoch on the seed split); the shared store and the disk hold the rest.
+_AUGMENTED_LAST: dict[str, np.ndarray] = {}
+AUGMENTED_SOURCES = ("memory", "shared", "disk", "computed")  # where an epoch's augmented features came from
 
 
 def feature_cache_key(cfg: TrainConfig, data: Dataset, precision: str) -> str:
@@ -55,9 +79,23 @@ def feature_cache_key(cfg: TrainConfig, data: Dataset, precision: str) -> str:
     return f"{data.fingerprint}-{cfg.data.image_size}-{weights_id(cfg.model.weights, cfg.seed)}-{precision}"
 
 
+def augmented_cache_key(cfg: TrainConfig, data: Dataset, precision: str, epoch: int) -> str:
+    """`feature_cache_key` + the augmentation (flip, rotation, zoom, as applied: after any strength
+    scaling) + seed + batch size + the global epoch (1-based): what one phase-1 epoch's augmented
+    features depend on. Settings that differ in any of them never share.
+
+    Raises:
+        OSError: as `feature_cache_key`.
+    """
+    aug = cfg.model.augmentation
+    return (f"{feature_cache_key(cfg, data, precision)}-aug{AUGMENT_VERSION}-{aug.flip}-r{aug.rotation!r}"
+            f"-z{aug.zoom!r}-s{cfg.seed}-b{cfg.data.batch_size}-e{epoch}")
+
+
 def forget_features() -> None:
     """Empty this process's memory of phase-1 features (a search hands every trial its features anew)."""
     _FEATURE_CACHE.clear()
+    _AUGMENTED_LAST.clear()
 
 
 def cache_root(cfg: TrainConfig) -> Path:
@@ -66,7 +104,7 @@ def cache_root(cfg: TrainConfig) -> Path:
 
 
 class SpeedCaches:
-    """The three caches of one training run (see the module docstring).
+    """The four caches of one training run (see the module docstring).
 
     Args:
         clf: the model being trained (`gic.model.build_model`).
@@ -78,7 +116,7 @@ class SpeedCaches:
 
     def __init__(self, clf: Classifier, cfg: TrainConfig, data: Dataset, precision: str,
                  shared: SharedFeatures | None = None):
-        self.clf, self.cfg, self.data, self.shared = clf, cfg, data, shared
+        self.clf, self.cfg, self.data, self.shared, self.precision = clf, cfg, data, shared, precision
         self.key = feature_cache_key(cfg, data, precision)
 
     def base_features(self) -> dict[str, np.ndarray]:
@@ -87,8 +125,63 @@ class SpeedCaches:
         A damaged cache file is recomputed; a cache disk that cannot be written costs speed only."""
         if self.key not in _FEATURE_CACHE:
             load = self._disk_or_compute
-            _FEATURE_CACHE[self.key] = self.shared(self.key, load) if self.shared is not None else load()
+            _FEATURE_CACHE[self.key] = self.shared(self.key, load, kind="base") if self.shared is not None else load()
         return _FEATURE_CACHE[self.key]
+
+    def augmented_features(self, epoch: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """The pooled float32 base features of global epoch `epoch`'s augmented train batches, what
+        the model's base computes on them in phase 1: (features (N_train, 512), labels (N_train,)
+        int, source), both in the order the epoch visits the images (`Batches.order`), so batches of
+        `data.batch_size` over them in order are the epoch's batches. `source` is where the features
+        came from: memory (this process, the epoch in use), shared (the search's store), disk, or
+        computed (one forward pass of the frozen base over the augmented images, then written to disk).
+
+        A damaged cache file is recomputed; a cache disk that cannot be written costs speed only.
+
+        Raises:
+            ValueError: `model.augmentation` changes nothing (no features to augment).
+        """
+        if not self.cfg.model.augmentation.enabled:
+            raise ValueError("augmented_features: model.augmentation is disabled")
+        train = self.data.train
+        batches = Batches(train.images, train.labels, self.cfg.data.batch_size, self.cfg.seed)
+        labels = np.asarray(train.labels)[batches.order(epoch)]
+        key = augmented_cache_key(self.cfg, self.data, self.precision, epoch)
+        if key in _AUGMENTED_LAST:
+            return _AUGMENTED_LAST[key], labels, "memory"
+        sources: list[str] = []
+
+        def load() -> dict[str, np.ndarray]:
+            features, source = self._augmented_disk_or_compute(key, batches, epoch)
+            sources.append(source)
+            return {"train": features}
+
+        feats = self.shared(key, load, kind="augmented") if self.shared is not None else load()
+        _AUGMENTED_LAST.clear()
+        _AUGMENTED_LAST[key] = feats["train"]
+        return feats["train"], labels, sources[0] if sources else "shared"
+
+    def _augmented_disk_or_compute(self, key: str, batches: Batches, epoch: int) -> tuple[np.ndarray, str]:
+        path = cache_root(self.cfg) / "features" / f"{key}.npy"
+        shape = (len(self.data.train), FEATURE_DIM)
+        if path.is_file():
+            try:
+                features = np.load(path, allow_pickle=False)
+                if features.shape == shape and features.dtype == np.float32:
+                    return features, "disk"
+            except (OSError, ValueError, EOFError):
+                pass  # a damaged cache file is recomputed, never trusted
+        if len(self.data.train):
+            features = np.asarray(self.clf.features.predict(batches.epoch(epoch, self.cfg.model.augmentation),
+                                                            verbose=0), dtype=np.float32)
+        else:
+            features = np.zeros(shape, dtype=np.float32)
+        try:
+            with atomic_path(path) as tmp:
+                np.save(tmp, features)
+        except OSError:
+            pass  # a read-only or full cache disk costs speed, not the run
+        return features, "computed"
 
     def validation_features(self) -> np.ndarray:
         """Pooled float32 base features of the validation images alone, (N_val, 512), for phase 1

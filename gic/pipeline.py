@@ -39,6 +39,11 @@ class Batches:
         batch = tf.numpy_function(lambda i: np.take(x, i, axis=0), [idx], self.dtype, stateful=False)
         return tf.ensure_shape(batch, (None, *x.shape[1:]))
 
+    def order(self, epoch: int) -> np.ndarray:
+        """The indices (N,) int64 in the order global epoch `epoch` visits them: a permutation seeded
+        by (seed, epoch) for epoch >= 1, every index in order for epoch 0."""
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n) if epoch else np.arange(self.n)
+
     def epoch(self, epoch: int, augment: AugmentConfig | None = None) -> tf.data.Dataset:
         """Batches of (float32 x (B, ...), float32 y (B, 1)) for global epoch `epoch` (1-based).
 
@@ -46,7 +51,7 @@ class Batches:
         permutation seeded by (seed, e). `augment` (images only) is applied per batch with the
         stateless seed (seed, e * 100003 + batch index); None or a disabled preset: no augmentation.
         """
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.n) if epoch else np.arange(self.n)
+        order = self.order(epoch)
         y, seed = self.y, self.seed
         if augment is not None and not augment.enabled:
             augment = None

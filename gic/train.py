@@ -15,6 +15,7 @@ uninterrupted run's history.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gic import runtime
-from gic.caches import SharedFeatures, SpeedCaches
+from gic.caches import AUGMENTED_SOURCES, SharedFeatures, SpeedCaches
 from gic.checkpoint import read_checkpoint, write_checkpoint
 from gic.config import AugmentConfig, TrainConfig
 from gic.data import Dataset
@@ -33,6 +34,7 @@ from gic.model import build_model, mutable_variables, unfreeze
 from gic.pipeline import Batches
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 EpochCallback = Callable[[dict[str, Any], Callable[[str | Path], Path]], Any]
 
@@ -113,14 +115,16 @@ class Trainer:
         model.compile(loss="binary_crossentropy", metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
                       jit_compile=use_xla(self.cfg))
 
-    def run_epoch(self, epoch: int, phase: int, train: Batches, augment: AugmentConfig | None,
-                  validate: tuple[keras.Model, Batches]) -> None:
-        """Fit the target one epoch on `train` (augmented with `augment` or not), evaluate `validate`'s
-        model on its batches, keep the best, record and report the metrics."""
+    def run_epoch(self, epoch: int, phase: int, train: Batches | Callable[[int], tf.data.Dataset],
+                  augment: AugmentConfig | None, validate: tuple[keras.Model, Batches]) -> None:
+        """Fit the target one epoch on `train` (augmented with `augment` or not; or a function of the
+        epoch that returns its batches, its time counted as the epoch's), evaluate `validate`'s model
+        on its batches, keep the best, record and report the metrics."""
+        start = time.perf_counter()
+        batches = train(epoch) if callable(train) else train.epoch(epoch, augment)
         for gen in self.seed_generators:  # dropout masks: a function of (seed, epoch) alone
             gen.state.assign(np.array([self.cfg.seed, epoch], dtype=gen.state.dtype))
-        start = time.perf_counter()
-        fit = self.target.fit(train.epoch(epoch, augment), epochs=1, verbose=0, shuffle=False)
+        fit = self.target.fit(batches, epochs=1, verbose=0, shuffle=False)
         train_time = time.perf_counter() - start
         model, batches = validate
         val = model.evaluate(batches.epoch(0), verbose=0, return_dict=True)
@@ -191,28 +195,41 @@ class Trainer:
         self.timing = dict(state["timing"])
 
 
+# Phase 1 with augmentation trains the head on each epoch's cached augmented features (the same
+# numbers, SpeedCaches.augmented_features). False fits the whole model on the augmented images
+# instead: the path the cache replaced, kept to test the cache against.
+AUGMENTED_FEATURES = True
+
+
 def phase1(t: Trainer, caches: SpeedCaches, state: dict[str, Any] | None, done: int) -> None:
     """Phase 1, epochs done+1..E1: the base frozen (as built), compile, fit the new head.
 
     Without augmentation the head trains on the base's cached features (far cheaper, the same
-    numbers); with it the whole model trains on augmented images. Either way the head validates on
-    the validation split's cached features.
+    numbers). With it, on each epoch's augmented features, computed once per (settings, seed, epoch)
+    and shared by every run with the same ones (`SpeedCaches.augmented_features`: the same numbers as
+    fitting the whole model on the augmented images); the epoch's feature pass counts as its time,
+    and `timing["phase1_aug_features_<source>"]` counts the epochs by where their features came from.
+    Either way the head validates on the validation split's cached features.
     """
     cfg, clf, p1 = t.cfg, t.clf, t.cfg.phase1
     phase_start = time.perf_counter()  # wall time of the phase, validation included (gic bench)
     on_features = not (p1.augment and cfg.model.augmentation.enabled)
+    augment = None
     if on_features:
         start = time.perf_counter()  # the one-off feature pass counts as phase-1 time
         features = caches.base_features()
         t.timing["phase1_time_s"] += time.perf_counter() - start
-        train, augment, target = t.batches(features["train"], t.data.train.labels), None, clf.head
+        train, target = t.batches(features["train"], t.data.train.labels), clf.head
         validation = features["validation"]
     else:
         start = time.perf_counter()
         validation = caches.validation_features()
         t.timing["phase1_time_s"] += time.perf_counter() - start
-        train, augment, target = t.images["train"], cfg.model.augmentation, clf.model
-        t.compile_to_evaluate(clf.head)  # the head shares the model's variables
+        if AUGMENTED_FEATURES:
+            train, target = functools.partial(augmented_epoch, t, caches), clf.head
+        else:
+            train, augment, target = t.images["train"], cfg.model.augmentation, clf.model
+            t.compile_to_evaluate(clf.head)  # the head shares the model's variables
     validate = (clf.head, t.batches(validation, t.data.validation.labels))
     t.compile(target, p1.optimizer, p1.learning_rate)
     if state is not None:
@@ -220,6 +237,17 @@ def phase1(t: Trainer, caches: SpeedCaches, state: dict[str, Any] | None, done: 
     for epoch in range(done + 1, p1.epochs + 1):
         t.run_epoch(epoch, 1, train, augment, validate)
     t.timing["phase1_wall_s"] = time.perf_counter() - phase_start
+
+
+def augmented_epoch(t: Trainer, caches: SpeedCaches, epoch: int) -> tf.data.Dataset:
+    """Epoch `epoch` of phase 1 with augmentation, for the head: its augmented train features in
+    the epoch's order, as the epoch's batches (float32 (B, 512), float32 labels (B, 1)), and the
+    count of where they came from in `t.timing`."""
+    features, labels, source = caches.augmented_features(epoch)
+    for name in AUGMENTED_SOURCES:
+        t.timing.setdefault(f"phase1_aug_features_{name}", 0)
+    t.timing[f"phase1_aug_features_{source}"] += 1
+    return t.batches(features, labels).epoch(0)
 
 
 def phase2(t: Trainer, caches: SpeedCaches, state: dict[str, Any] | None, done: int) -> None:
