@@ -36,13 +36,14 @@ def synth_dir(tmp_path_factory):
     return root
 
 
-# ------------------------------------------------------------------ issue 4: inspect, report, retrain
+# ------------------------------------------------------------------ one real search, shared
 @pytest.fixture(scope="session")
-def tiny_experiment(synth_dir, tmp_path_factory):
+def tiny_search_run(synth_dir, tmp_path_factory):
     """One tiny real search (6 trials, 1+2 epochs, 32 px), then its folder MOVED to another path.
 
-    Every inspect/report/retrain test reads the moved folder with Ray shut down, which is how a
-    folder copied from a cluster is read. Returns (moved folder, spec, SearchSummary).
+    Every test that reads it reads the moved folder with Ray shut down, which is how a folder copied
+    from a cluster is read. Shared by the search, inspect, report and retrain tests: one search
+    instead of one per module. Returns (moved folder, spec, SearchSummary, the progress lines it printed).
     """
     import shutil
 
@@ -53,8 +54,15 @@ def tiny_experiment(synth_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("inspect")
     spec = write_and_load(tiny_search(synth_dir, tmp / "results", name="inspect", num_samples=6),
                           tmp / "search.yaml")
-    summary = run_search(spec, echo=lambda line: None, num_cpus=2, command="gic-tune run --config search.yaml")
+    lines: list[str] = []
+    summary = run_search(spec, echo=lines.append, num_cpus=2, command="gic-tune run --config search.yaml")
     moved = tmp / "elsewhere" / "inspect"
     moved.parent.mkdir()
     shutil.move(summary.experiment_path, moved)
-    return moved, spec, summary
+    return moved, spec, summary, lines
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment(tiny_search_run):
+    """`tiny_search_run` without its progress lines: (moved folder, spec, SearchSummary)."""
+    return tiny_search_run[:3]

@@ -47,7 +47,7 @@ PLAN: dict[str, tuple] = {
     "gic-tune run --config configs/search.yaml --address auto": ("skip", "needs a Ray cluster and the Kaggle data"),
     "gic-tune run --config configs/demo.yaml --resume": ("run", SEARCH_SHORT, 0),
     "gic-tune run --num-samples 4 --set trainer.phase1.epochs=2 --set search.max_concurrent=1 --name quick":
-        ("run", ["--num-samples", "2", "--set", "trainer.phase2.epochs=1"], 0),
+        ("run", ["--num-samples", "1", "--set", "trainer.phase2.epochs=1"], 0),
     "gic-tune run --time-budget 30m": ("skip", "prose: the option, shown on the demo search above"),
     "gic-tune run --resume": ("skip", "prose: the option; run above as `--config configs/demo.yaml --resume`"),
     "gic-tune run --verbose": ("skip", "prose: the option; tests/test_cli_warnings.py runs it"),

