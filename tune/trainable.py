@@ -156,6 +156,7 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
     """
     from ray import tune
 
+    entered = time.time()  # tune.bench: when this trial's function began, on the worker's clock
     settings = settings or {}
     shipped_features, features = features, {}  # features: tune.features records where this trial's came from
     if settings.get("dry_run"):  # NOT A REAL SEARCH: synthetic metrics, no TensorFlow (tune.dryrun)
@@ -181,6 +182,7 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
         train_two_phase = functools.partial(train_two_phase, keep_best=False,
                                             shared_features=search_features(shipped_features, features))
 
+    prepared = time.time()  # tune.bench: TensorFlow configured and Keras reset
     cfg = apply_params(TrainConfig.model_validate(base or {}), config)
     planned = cfg.total_epochs
     from gic.cost import trial_costs
@@ -204,7 +206,10 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
             history = list(state.get("history", []))
             resumed_from = int(state.get("epoch", len(history)))
 
+    last_report: dict[str, float] = {}  # the previous epoch's checkpoint write and report, in seconds
+
     def on_epoch(metrics: dict[str, Any], save_checkpoint) -> None:
+        ended = time.time()
         epoch = int(metrics["epoch"])
         del history[epoch - 1:]
         value = metrics.get("val_accuracy")
@@ -228,15 +233,20 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
             "trial_wall_s": time.time() - started,
             **worker_memory(data),
             "features_from": features.get("source", ""),  # search (shipped), computed, "" (worker memory / unused)
+            # worker clock (time.time()) and the previous epoch's checkpoint_s and report_s, for tune.bench
+            "epoch_end_at": ended, "trial_entered_at": entered, "trial_prepared_at": prepared, **last_report,
         })
+        began = written = time.time()
         if epoch % every == 0 or epoch == planned:
             with tempfile.TemporaryDirectory(prefix="gic-ckpt-") as tmp:
                 save_checkpoint(tmp)
                 Path(tmp, STATE_FILE).write_text(json.dumps({"epoch": epoch, "history": history}))
+                written = time.time()
                 # report() persists the checkpoint to storage before it returns.
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
         else:
             tune.report(result)
+        last_report.update(checkpoint_s=written - began, report_s=time.time() - written)
 
     try:
         train_two_phase(cfg, data, on_epoch=on_epoch, resume=resume_dir, evaluate_test=False)
