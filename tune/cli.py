@@ -305,29 +305,34 @@ def retrain_cmd(results_dir: Path, top: int, seeds: int, train_on: str, out: Pat
               show_default="configs/demo.yaml", help="Search file to benchmark.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None, help="K: trials in the search.")
 @click.option("--name", default=None, help="Experiment name [default: bench-<date>-<time>].")
-@click.option("--no-single", is_flag=True, help="Skip timing one full trial alone (K x single).")
+@click.option("--single/--no-single", default=False,
+              help="Then time one full trial of the best configuration alone in a fresh process (stopped after "
+                   "30 min), against the search's epoch times [default: --no-single].")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write the figures here.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key of the search file, e.g. search.debug.dry_run=true for the machinery alone.")
 @user_errors
-def bench_cmd(config_path: Path, num_samples: int | None, name: str | None, no_single: bool,
+def bench_cmd(config_path: Path, num_samples: int | None, name: str | None, single: bool,
               json_path: Path | None, overrides: tuple[str, ...]) -> None:
-    """Run a K-trial ASHA search and print where its time went (the search benchmark).
+    """Run one search and print where its slot time (wall x trials at a time) went.
 
-    Wall time, the sum of trial times, K x one full trial alone, per-trial fixed overhead cold and
-    warm, results/s and the share of slot time spent in epochs. `gic bench train` is the trainer's.
+    From that one run: wall time, the epochs run per phase, the sum of epoch times and its share of
+    the slot time (goal >= 85 %), the rest by category (driver start, trial launch and start,
+    checkpoint and report between epochs, idle slots while trials were left to start and in the
+    tail, ...), idle cores, and the fixed overhead per trial cold and warm, each with its count and
+    spread. `gic bench train` is the trainer's benchmark.
 
     \b
     Examples:
       gic-tune bench --num-samples 8 --json bench.json
-      gic-tune bench --no-single --set search.debug.dry_run=true   # the search machinery alone
+      gic-tune bench --set search.debug.dry_run=true   # the search machinery alone
     """
     from tune.bench import bench_search, format_report, save_json
     from tune.config import load_search_config
 
     sets = list(overrides) + ([f"search.num_samples={num_samples}"] if num_samples else [])
     spec = load_search_config(config_path, sets)
-    _, figures = bench_search(spec, name=name, single=not no_single, echo=_echo)
+    _, figures = bench_search(spec, name=name, single=single, echo=_echo)
     click.echo(format_report(figures))
     if json_path is not None:
         save_json(figures, json_path)
