@@ -15,8 +15,20 @@
   store itself: the copy lives on the driver's node, so losing any worker node, or a trial, loses
   nothing, and no trial waits on another.
 
-Each of the three is put in the object store once by the driver (`tune.with_parameters`): trials on
-one node share one read-only copy of each.
+- **Phase-1 augmented features**: with augmentation, phase 1 trains the head on each epoch's
+  augmented base features, the same for every trial with the same augmentation setting (the seed is
+  the search's, and an epoch's augmentation a function of (seed, epoch, batch)). They cannot be
+  computed before the trials (which settings and epochs run is the search's to decide), so a
+  `FeatureStore` actor on the driver's node keeps them as trials make them: a trial asks it for an
+  epoch's features, and on a miss computes them (or reads its node's disk cache) and offers them.
+  The store `ray.put`s what it is offered itself, so its copies live on the driver's node and are
+  owned by it: losing a worker node or a trial loses none of them. Nothing waits on another trial:
+  a lookup that fails or times out (the store restarting, a lost copy) is a miss, and two trials
+  that miss the same epoch at the same time both compute it. The store holds at most
+  `STORE_MAX_BYTES` and then refuses offers (the trials' disk caches still keep them).
+
+Each of the first three is put in the object store once by the driver (`tune.with_parameters`):
+trials on one node share one read-only copy of each.
 """
 
 from __future__ import annotations
@@ -28,6 +40,9 @@ from typing import Any, Callable
 import numpy as np
 
 FEATURES_TASK_RETRIES = 3  # a features task on a node that dies is run again elsewhere
+STORE_MAX_BYTES = 2**30  # the FeatureStore's budget on the driver's node: 1 GiB (the seed split: 3.3 MB per epoch)
+STORE_TIMEOUT_S = 30.0  # a store lookup slower than this is a miss: the trial computes the features itself
+STORE_READY_S = 60.0  # the driver waits this long for the store to start, else the search runs without it
 
 
 @dataclasses.dataclass
@@ -35,7 +50,9 @@ class Shipped:
     """What the driver resolved once for every trial, each put in the object store by tune.with_parameters."""
     data: Any  # gic Dataset without its test split
     weights: dict[str, Any] | None = None  # {"weights": cfg value, "id": cache id, "arrays": [26 arrays]}
-    features: dict[str, Any] | None = None  # {"key": feature cache key, "features": {"train", "validation"}}
+    # {"key": feature cache key, "features": {"train", "validation"}} (phase 1 without augmentation)
+    # and/or {"store": FeatureStore actor handle} (phase 1 with augmentation)
+    features: dict[str, Any] | None = None
 
 
 def without_test(data):
@@ -80,6 +97,22 @@ def needs_features(spec) -> bool:
     if aug_dim is not None and aug_dim.kind == "categorical":
         return any(str(c) == "none" for c in aug_dim.choices)
     return not spec.trainer.model.augmentation.enabled
+
+
+def needs_augmented_features(spec) -> bool:
+    """True when some trial of the space may train phase 1 with augmentation (`phase1.augment` true
+    and an augmentation other than `none`): its trials can share each epoch's augmented features."""
+    if spec.search.debug.dry_run or spec.trainer.phase1.epochs <= 0:
+        return False
+    dims = spec.space.dimensions
+    augment = dims.get("phase1.augment")
+    if not (True in augment.choices if augment is not None and augment.kind == "categorical"
+            else spec.trainer.phase1.augment):
+        return False
+    aug_dim = dims.get("model.augmentation")
+    if aug_dim is not None and aug_dim.kind == "categorical":
+        return any(str(c) != "none" for c in aug_dim.choices)
+    return spec.trainer.model.augmentation.enabled
 
 
 def _features_task(base: dict[str, Any], data, weights: dict[str, Any] | None, settings: dict[str, Any]):
@@ -127,17 +160,123 @@ def compute_features(spec, data, weights: dict[str, Any] | None, settings: dict[
     return {"key": key, "features": feats}
 
 
-def search_features(shipped: dict[str, Any] | None, record: dict[str, str] | None = None) -> Callable:
-    """gic's `SharedFeatures` hook (gic.caches) over the features the driver shipped. `record["source"]`
-    says where a trial's features came from: `search` (the shipped copy) or `computed` (its own pass: a trial
-    whose key differs, e.g. another precision than the features task's node resolved)."""
-    record = record if record is not None else {}
+class FeatureStore:
+    """Phase-1 features the trials of one search share, keyed by gic's feature cache keys (run as a
+    Ray actor on the driver's node: `start_store`). It `ray.put`s what it is offered itself, so its
+    copies are owned by it and live on its node; it holds at most `max_bytes` of them and then
+    refuses offers. A restarted store starts empty: trials then miss and offer again."""
 
-    def get(key: str, load: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        if shipped is not None and shipped.get("key") == key:
-            record["source"] = "search"
+    def __init__(self, max_bytes: int = STORE_MAX_BYTES):
+        self.refs: dict[str, Any] = {}
+        self.max_bytes, self.nbytes = int(max_bytes), 0
+        self.counts = {"hits": 0, "misses": 0, "offers": 0, "refused": 0}
+
+    def lookup(self, key: str) -> list | None:
+        """[ObjectRef of the features under `key`] (a list: Ray hands a nested ref over as it is), or None."""
+        ref = self.refs.get(key)
+        self.counts["hits" if ref is not None else "misses"] += 1
+        return [ref] if ref is not None else None
+
+    def offer(self, key: str, features: dict[str, np.ndarray]) -> bool:
+        """Keep `features` ({name: array}) under `key` unless it is there already or over the budget;
+        True when the store holds it afterwards."""
+        import ray
+
+        if key in self.refs:
+            return True
+        size = sum(int(np.asarray(a).nbytes) for a in features.values())
+        if self.nbytes + size > self.max_bytes:
+            self.counts["refused"] += 1
+            return False
+        self.refs[key] = ray.put({name: np.asarray(a) for name, a in features.items()})
+        self.nbytes += size
+        self.counts["offers"] += 1
+        return True
+
+    def stats(self) -> dict[str, int]:
+        """{entries, bytes, hits, misses, offers, refused} since the store (re)started."""
+        return {"entries": len(self.refs), "bytes": self.nbytes, **self.counts}
+
+
+def start_store(echo: Callable[[str], None] = print, max_bytes: int = STORE_MAX_BYTES):
+    """A FeatureStore actor on this (the driver's) node: no CPU, restarted if its process dies, owned
+    by the driver (it ends with the search). Returns its handle, or None (with a note) when it did
+    not start within STORE_READY_S: the search then runs without it, each trial computing its own."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    actor = ray.remote(FeatureStore).options(
+        num_cpus=0, max_restarts=-1, name=None,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False))
+    store = actor.remote(max_bytes)
+    try:
+        ray.get(store.stats.remote(), timeout=STORE_READY_S)
+    except ray.exceptions.RayError as err:
+        echo(f"note: the store that shares phase-1 augmented features between trials did not start "
+             f"({type(err).__name__}); each trial computes its own")
+        ray.kill(store)
+        return None
+    echo("phase-1 augmented features: shared between trials through a store on the driver's node")
+    return store
+
+
+def with_store(spec, features: dict[str, Any] | None, echo: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """What trials get as `features`: the shipped phase-1 features plus, when some trial may train
+    phase 1 with augmentation (`needs_augmented_features`), a FeatureStore's handle under "store"."""
+    if not needs_augmented_features(spec):
+        return features
+    store = start_store(echo)
+    return features if store is None else {**(features or {}), "store": store}
+
+
+def _from_store(store, key: str) -> dict[str, np.ndarray] | None:
+    """The store's features under `key`, or None: not there, or the lookup failed or timed out."""
+    import ray
+
+    try:
+        found = ray.get(store.lookup.remote(key), timeout=STORE_TIMEOUT_S)
+        if not found:
+            return None
+        feats = ray.get(found[0], timeout=STORE_TIMEOUT_S)
+    except ray.exceptions.RayError:
+        return None  # the store restarting or gone, a copy lost with its owner: a miss
+    return feats if isinstance(feats, dict) else None
+
+
+def _offer(store, key: str, feats: dict[str, np.ndarray]) -> None:
+    """Offer features to the store without waiting for it (a failed offer costs the others speed only)."""
+    import ray
+
+    try:
+        store.offer.remote(key, {name: np.asarray(a) for name, a in feats.items()})
+    except ray.exceptions.RayError:
+        pass
+
+
+def search_features(shipped: dict[str, Any] | None, record: dict[str, str] | None = None) -> Callable:
+    """gic's `SharedFeatures` hook (gic.caches) over what the driver shipped: the phase-1 features
+    ("key", "features") and the FeatureStore ("store"). A key that is neither the shipped one nor in
+    the store is loaded by the trial (`load`: its disk cache or its own pass) and offered to the store.
+
+    `record` says where this trial's features came from, `search` (the shipped copy or the store)
+    or `computed` (its own disk cache or pass): `record["source"]` for the features without
+    augmentation, `record["augmented"]` for the latest epoch's augmented ones."""
+    record = record if record is not None else {}
+    store = shipped.get("store") if shipped is not None else None
+
+    def get(key: str, load: Callable[[], dict[str, np.ndarray]], kind: str = "base") -> dict[str, np.ndarray]:
+        slot = "source" if kind == "base" else kind
+        if shipped is not None and shipped.get("key") == key and shipped.get("features") is not None:
+            record[slot] = "search"
             return shipped["features"]
-        record["source"] = "computed"
-        return load()
+        if store is not None and (feats := _from_store(store, key)) is not None:
+            record[slot] = "search"
+            return feats
+        feats = load()
+        record[slot] = "computed"
+        if store is not None:
+            _offer(store, key, feats)
+        return feats
 
     return get

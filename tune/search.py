@@ -76,7 +76,7 @@ def _resolve_for_trials(spec: SearchSpec, echo: Callable[[str], None]):
     the phase-1 features (one Ray task)."""
     from gic.data import load_dataset
 
-    from tune.features import Shipped, compute_features, needs_features, resolve_weights, without_test
+    from tune.features import Shipped, compute_features, needs_features, resolve_weights, with_store, without_test
 
     t = spec.trainer
     weights = None
@@ -88,6 +88,7 @@ def _resolve_for_trials(spec: SearchSpec, echo: Callable[[str], None]):
     features = None
     if needs_features(spec):
         features = compute_features(spec, data, weights, trial_settings(spec), echo)
+    features = with_store(spec, features, echo)  # phase-1 augmented features shared as trials make them
     return Shipped(data=data, weights=weights, features=features)
 
 

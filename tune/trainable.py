@@ -233,6 +233,7 @@ def run_trial(config: dict[str, Any], data: Any = None, base: dict[str, Any] | N
             "trial_wall_s": time.time() - started,
             **worker_memory(data),
             "features_from": features.get("source", ""),  # search (shipped), computed, "" (worker memory / unused)
+            "aug_features_from": features.get("augmented", ""),  # this epoch's augmented ones: search (store), computed
             # worker clock (time.time()) and the previous epoch's checkpoint_s and report_s, for tune.bench
             "epoch_end_at": ended, "trial_entered_at": entered, "trial_prepared_at": prepared, **last_report,
         })
