@@ -32,6 +32,7 @@ from gic.errors import GicError
 from gic.evaluate import evaluate
 from gic.model import build_model, mutable_variables, unfreeze
 from gic.pipeline import Batches
+from gic.weights import base_weights
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -83,6 +84,10 @@ class Trainer:
                  keep_best: bool = True):
         self.cfg, self.data, self.precision, self.on_epoch = cfg, data, precision, on_epoch
         self.keep_best = keep_best  # a copy of the best epoch's weights (to end with them); not in a search trial
+        # The base weights first: loading them the first time in a process (hed, imagenet, a file)
+        # draws random numbers, so the head built after the seed would differ between a process's first
+        # run and its later ones (a reused search worker, or `gic train` of a trial's config).
+        base_weights(cfg.model.weights, cfg.data.image_size)
         runtime.seed_everything(cfg.seed, cfg.deterministic)
         self.clf = build_model(cfg, precision)
         self.history: list[dict[str, Any]] = []

