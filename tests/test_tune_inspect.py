@@ -133,6 +133,28 @@ def test_rungs_gives_spearman_per_rung_for_each_scheme(tiny_experiment):
     assert legend.startswith("spearman: rank correlation")
 
 
+def test_asha_replay_stops_what_rays_rule_stops_and_counts_the_epochs_it_saves():
+    """Four trials that ran every epoch (2 epochs, 1 s each), reaching the rung at epoch 1 in the order
+    a, b, c, d with scores 0.6, 0.8, 0.5, 0.9 and final scores 0.6, 0.7, 0.95, 0.9. With rf 2 ASHA
+    keeps a trial at or above the median of those recorded before it: a (first) goes on, b (0.8 >= 0.6)
+    goes on, c (0.5 < median 0.7) stops, d (0.9 >= 0.6) goes on. So c, the best at the end, is lost."""
+    import pandas as pd
+
+    from tune.analysis import replay_asha
+
+    def curve(start, first, final):
+        return pd.DataFrame({"epoch": [1, 2], "training_iteration": [1, 2], "val_accuracy": [first, final],
+                             "epoch_time_s": [1.0, 1.0], "timestamp": [start, start + 10]})
+
+    curves = {"a": curve(100, 0.6, 0.6), "b": curve(101, 0.8, 0.7), "c": curve(102, 0.5, 0.95),
+              "d": curve(103, 0.9, 0.9)}
+    replay = replay_asha(curves, [1.0], "epoch", 2.0, "epoch grace 1 rf 2")
+    assert replay.stopped == 1 and not replay.best_kept
+    assert replay.epoch_time_share == pytest.approx(7 / 8)  # c ran 1 of its 2 epochs
+    assert replay.best_found == pytest.approx(0.9)  # d's; c's 0.95 came after its stop
+    assert replay.kept_ranks == [2, 3, 4]  # d, b, a (c is 1st at the end)
+
+
 @pytest.mark.parametrize("args, message", [
     (["trials", "{tmp}"], "not an experiment folder"),
     (["trials", "{tmp}/missing"], "no such folder"),

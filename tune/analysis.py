@@ -106,6 +106,90 @@ def scheme_table(experiment: str, schemes: list[tuple[str, float, float]]) -> pd
 
 
 @dataclass(frozen=True)
+class Replay:
+    """What an ASHA scheme would have done to a search's trials (`replay_asha`)."""
+    scheme: str
+    trials: int
+    stopped: int
+    epoch_time_share: float  # epoch seconds the scheme would have spent / what the trials spent (0..1)
+    best_found: float  # the highest best val accuracy any trial reached before its stop or end
+    best_kept: bool  # the trial with the highest final score was not stopped
+    kept_ranks: list[int]  # final ranks (1 = best) of the trials it let run to the end
+
+
+def replay_asha(curves: dict[str, pd.DataFrame], rungs: list[float], budget: str, reduction_factor: float,
+                scheme: str = "") -> Replay | None:
+    """Replay asynchronous ASHA over trials that ran every epoch (a search with early stopping off).
+
+    Trials reach each rung in the order their results arrived (Ray's `timestamp`, whole seconds; in
+    one second, the trial that started first goes first: the replay of trials that ran side by side
+    at the first rungs is one of the orders ASHA could have seen, not the only one); at a rung a
+    trial stops when its objective there (best val accuracy so far) is below the (1 - 1/rf)
+    quantile of the objectives recorded at that rung before it, which is Ray's ASHA rule, and the
+    first trial at a rung always goes on. Costs are the trials' measured `epoch_time_s` (seconds).
+    None when the curves lack those columns.
+    """
+    import numpy as np
+
+    column = TIME_ATTR[budget]
+    need = {column, "val_accuracy", "epoch_time_s", "epoch"}
+    curves = {t: c for t, c in curves.items() if need <= set(c.columns)}
+    if not curves:
+        return None
+    final = {t: float(pd.to_numeric(c["val_accuracy"]).max()) for t, c in curves.items()}
+    ranked = sorted(final, key=final.get, reverse=True)
+    arrivals = []
+    for tid, curve in curves.items():
+        used = pd.to_numeric(curve[column], errors="coerce").to_numpy()
+        when = pd.to_numeric(curve.get("timestamp", pd.Series(range(len(curve)))), errors="coerce").to_numpy()
+        for milestone in rungs:
+            hits = [i for i, u in enumerate(used) if u >= milestone - 1e-9]
+            if hits:
+                i = hits[0]
+                score = float(pd.to_numeric(curve["val_accuracy"]).iloc[: i + 1].max())
+                arrivals.append(((when[i], when[0], tid), tid, milestone, score, i))
+    # Ray's timestamps are whole seconds: arrivals in the same second go in the order the trials started.
+    arrivals.sort(key=lambda a: a[0])
+    recorded: dict[float, list[float]] = {m: [] for m in rungs}
+    stopped_at: dict[str, int] = {}
+    for _, tid, milestone, score, i in arrivals:
+        if tid in stopped_at:
+            continue
+        seen = recorded[milestone]
+        if seen and score < float(np.nanpercentile(seen, (1 - 1 / reduction_factor) * 100)):
+            stopped_at[tid] = i
+        seen.append(score)
+    spent = total = 0.0
+    best = 0.0
+    for tid, curve in curves.items():
+        times = pd.to_numeric(curve["epoch_time_s"], errors="coerce").fillna(0).to_numpy()
+        last = stopped_at.get(tid, len(curve) - 1)
+        spent, total = spent + float(times[: last + 1].sum()), total + float(times.sum())
+        best = max(best, float(pd.to_numeric(curve["val_accuracy"]).iloc[: last + 1].max()))
+    kept = sorted(ranked.index(t) + 1 for t in curves if t not in stopped_at)
+    return Replay(scheme=scheme, trials=len(curves), stopped=len(stopped_at),
+                  epoch_time_share=spent / total if total else float("nan"), best_found=best,
+                  best_kept=ranked[0] not in stopped_at, kept_ranks=kept)
+
+
+def scheme_replays(experiment: str, schemes: list[tuple[str, float, float]]) -> list[Replay]:
+    """`replay_asha` of each scheme (budget, grace, rf) on an experiment whose trials all ran to the
+    end; [] when some trial did not (an early-stopped search cannot be replayed)."""
+    from tune.trials import max_t, search_config, trial_curves, trial_table
+
+    frame, curves, cfg = trial_table(experiment), trial_curves(experiment), search_config(experiment)
+    if frame.empty or not (frame["status"] == "finished").all():
+        return []
+    out = []
+    for budget, grace, rf in schemes:
+        doc: dict[str, Any] = {**cfg, "search": {**(cfg.get("search") or {}), "budget": budget}}
+        replay = replay_asha(curves, milestones(grace, rf, max_t(doc)), budget, rf, f"{budget} grace {grace:g} rf {rf:g}")
+        if replay is not None:
+            out.append(replay)
+    return out
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Trials compared at one budget: a point every one of them reached, and each one's objective there.
 

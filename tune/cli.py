@@ -227,7 +227,7 @@ def rungs_cmd(results_dir: Path, schemes: tuple[str, ...]) -> None:
     """
     from gic.errors import GicError
 
-    from tune.analysis import scheme_table
+    from tune.analysis import scheme_replays, scheme_table
     from tune.trials import require_experiment, search_config
 
     folder = require_experiment(results_dir)
@@ -253,6 +253,14 @@ def rungs_cmd(results_dir: Path, schemes: tuple[str, ...]) -> None:
     click.echo(table.drop(columns=["budget"]).to_string(index=False))  # the scheme names its budget
     click.echo("spearman: rank correlation between the best val accuracy at the rung and at the end, over the "
                "trials that ran to the end (-: fewer than 3 of them, or no spread)")
+    replays = scheme_replays(str(folder), parsed)
+    if replays:
+        click.echo("\nASHA replayed on these trials (all ran to the end), in the order their results came:")
+        click.echo(f"{'scheme':>22}  {'stops':>5}  {'epoch time':>10}  {'best found':>10}  best kept  final ranks kept")
+        for r in replays:
+            click.echo(f"{r.scheme:>22}  {r.stopped:>5}  {100 * r.epoch_time_share:>9.0f}%  {r.best_found:>10.4f}  "
+                       f"{'yes' if r.best_kept else 'NO':>9}  {' '.join(map(str, r.kept_ranks))}")
+        click.echo("epoch time: the epoch seconds the scheme would have spent, against the search's own")
 
 
 @main.command("retrain")
