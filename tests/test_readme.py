@@ -68,6 +68,10 @@ PLAN: dict[str, tuple] = {
     "gic-tune retrain results/faces-dev --seeds 3 --compare-baseline --address local":
         ("skip", "needs the faces-dev search above"),
     "gic-tune trials results/faces-dev --top 6": ("skip", "needs the faces-dev search above"),
+    "gic-tune run --config configs/faces-dev.yaml --name nostop --set search.early_stopping=false":
+        ("skip", "needs ../shared/data/faces-dev (and about an hour)"),
+    "gic-tune rungs results/nostop --scheme epoch:5:2 --scheme epoch:20:2 --scheme compute:1:3 --scheme compute:2:2":
+        ("skip", "needs the no-stop faces-dev search above"),
     "gic bench train --data ../shared/data/faces-dev --size 128 --epochs 3":
         ("skip", "needs ../shared/data/faces-dev, which a fresh clone does not have"),
 }
