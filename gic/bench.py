@@ -23,7 +23,10 @@ the trainer's precision, batch size, image size and jit setting. Its time for th
 i.e. the trainer's one-off forward passes (the phase-1 features, the cached validation outputs) and
 its training steps at the bare rates; per-epoch validation on the cached outputs (under 1% of the
 arithmetic), tracing, augmentation and the input pipeline are what the trainer may lose against it.
-Goal: the trainer at >= 85% of its ceiling's img/s in every phase (`GOAL`).
+Goal: the trainer at >= 85% of its ceiling's img/s in every phase (`GOAL`). The same ratio in CPU
+seconds of the process (the trainer's phase against the ceiling's rates per CPU second) is printed
+beside it: on a machine shared with other work the wall-time ratio moves with their load, the CPU
+ratio does not, and it tells extra work (the input pipeline, tracing, validation) from idle time.
 
 Hardware peaks (`cpu_peak`, `gpu_peak`) turn achieved FLOP/s into a fraction of what the chip can do.
 """
@@ -323,7 +326,8 @@ class Figure:
 class Row:
     """One line of the table: a phase (`PHASE_LABELS` key) of one pipeline (trainer | ceiling | seed)
     at `precision`, with one dict per repeat (images_per_s, wall_s, tflops, peak_fraction,
-    rss_peak_mb, gpu_peak_mb, test_accuracy, test_loss, ceiling_fraction; None: not measured)."""
+    rss_peak_mb, gpu_peak_mb, test_accuracy, test_loss, ceiling_fraction, ceiling_cpu_fraction; None:
+    not measured)."""
 
     phase: str
     impl: str
@@ -471,6 +475,10 @@ def _rows(results, size: int, epochs: int, data: Path, cpu_ghz: float | None) ->
             ceiling_run = add(name, "ceiling", precision, {
                 "wall_s": wall, "flops": phase_flops(name, "ceiling", size, epochs, n_train, n_val, **kw)})
             trainer_run["ceiling_fraction"] = trainer_run["images_per_s"] / ceiling_run["images_per_s"]
+            if device["kind"] == "cpu" and entry.get("cpu_s"):  # on a GPU the CPU seconds say little
+                cpu_rates = {**rates, **rates["cpu"]}
+                trainer_run["ceiling_cpu_fraction"] = (
+                    ceiling_seconds(name, cpu_rates, epochs, n_train, n_val, size) / entry["cpu_s"])
     order = {"p1": 0, "p1_warm": 1, "p1aug": 2, "phase2": 3}
     impl_order = {"trainer": 0, "ceiling": 1, "seed": 2}
     out = sorted(rows.values(), key=lambda row: (order[row.phase], impl_order[row.impl]))
@@ -500,7 +508,7 @@ def format_table(rows: list[Row], meta: dict[str, Any], size: int, epochs: int) 
     column is there when the runs had a GPU."""
     device, peaks = meta["device"], meta["peaks"]
     gpu = device["kind"] == "gpu"
-    head = (f"{'phase':<23} {'pipeline':<13} {'n':>2} {'img/s':>14} {'% ceiling':>10} {'vs seed':>7} "
+    head = (f"{'phase':<23} {'pipeline':<13} {'n':>2} {'img/s':>16} {'% ceiling':>10} {'% ceil CPU':>10} {'vs seed':>7} "
             f"{'peak RSS MB':>11} " + (f"{'GPU peak MB':>11} " if gpu else "")
             + f"{'TFLOP/s':>13} {'% peak':>9} {'test acc':>13} {'wall s':>11}")
     lines = [head, "-" * len(head)]
@@ -512,8 +520,9 @@ def format_table(rows: list[Row], meta: dict[str, Any], size: int, epochs: int) 
             mark, under = " *", True
         ratio = "1.0x" if r.impl == "seed" else (f"{r.ratio:.1f}x" if r.ratio is not None else "-")
         lines.append(
-            f"{PHASE_LABELS[r.phase]:<23} {r.impl + ' ' + r.precision:<13} {ips.n:>2} {ips.text():>14} "
-            f"{_percent(frac) + mark:>10} {ratio:>7} {r.figure('rss_peak_mb').text('.0f'):>11} "
+            f"{PHASE_LABELS[r.phase]:<23} {r.impl + ' ' + r.precision:<13} {ips.n:>2} {ips.text():>16} "
+            f"{_percent(frac) + mark:>10} {_percent(r.figure('ceiling_cpu_fraction')):>10} {ratio:>7} "
+            f"{r.figure('rss_peak_mb').text('.0f'):>11} "
             + (f"{r.figure('gpu_peak_mb').text('.0f'):>11} " if gpu else "")
             + f"{r.figure('tflops').text('.3f'):>13} {_percent(r.figure('peak_fraction')):>9} "
             f"{r.figure('test_accuracy').text('.3f'):>13} {r.figure('wall_s').text():>11}")
@@ -534,6 +543,9 @@ def format_table(rows: list[Row], meta: dict[str, Any], size: int, epochs: int) 
     lines.append("n: repeats, each in its own process; figures: the median ± half the range (max - min)")
     lines.append(f"% ceiling: the trainer's img/s over its ceiling's, the same repeat; goal >= {GOAL:.0%} in every "
                  f"phase{' (* = under it)' if under else ''}")
+    if any(r.figure("ceiling_cpu_fraction").n for r in rows):
+        lines.append("% ceil CPU: the same in CPU seconds of the process (all threads), the ceiling's over the "
+                     "trainer's: extra work, not idle time; another process's load does not change it")
     lines.append("ceiling: the phase's compiled steps on device-resident batches at the trainer's precision, batch, "
                  "size and jit, plus its one-off forward passes (no input pipeline, tracing or per-epoch validation)")
     lines.append("img/s = epochs x train images / phase wall time (validation, tracing and one-off caches included); "

@@ -12,6 +12,7 @@ augmentation) run saved: the trainer's checkpoint, the seed's weights file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -217,6 +218,33 @@ def _phase2_start(checkpoint: str, into: Path) -> Path:
     return write_checkpoint(into, state)
 
 
+@contextlib.contextmanager
+def phase_cpu_seconds():
+    """{1: s, 2: s}: this process's CPU seconds (all threads) in `gic.train.phase1` and `phase2`
+    while in the block, the spans their `phaseN_wall_s` time. The CPU time of a run does not
+    change when other processes load the machine; its wall time does."""
+    from gic import train
+
+    seconds: dict[int, float] = {}
+    originals = {1: train.phase1, 2: train.phase2}
+
+    def clocked(n: int, fn: Callable) -> Callable:
+        def run(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[n] = time.process_time() - start
+
+        return run
+
+    train.phase1, train.phase2 = clocked(1, originals[1]), clocked(2, originals[2])
+    try:
+        yield seconds
+    finally:
+        train.phase1, train.phase2 = originals[1], originals[2]
+
+
 def run_trainer(job: dict[str, Any]) -> dict[str, Any]:
     """One phase of this project's trainer on arrays decoded once (decode not timed), then that
     phase's ceiling (`ceiling`).
@@ -225,7 +253,8 @@ def run_trainer(job: dict[str, Any]) -> dict[str, Any]:
     "p1_warm", as a reused search worker would with the features in memory) | p1aug (writes its
     final checkpoint to job["checkpoint"]) | phase2 (resumes from job["resume"], trains phase 2
     alone). Timed: `phaseN_wall_s` of `gic.train.train_two_phase`, from the phase's start to the
-    end of its last epoch (the one-off caches, tracing and validation included).
+    end of its last epoch (the one-off caches, tracing and validation included), and the process's
+    CPU seconds over the same span (`phase_cpu_seconds`).
     """
     from gic.data import load_dataset
     from gic.train import train_two_phase
@@ -250,11 +279,12 @@ def run_trainer(job: dict[str, Any]) -> dict[str, Any]:
         kwargs["resume"] = _phase2_start(job["resume"], Path(job["cache_dir"]) / "phase2-start")
 
     def measured(timing_key: str) -> dict[str, Any]:
-        with PeakMemory() as mem:
+        with PeakMemory() as mem, phase_cpu_seconds() as cpu:
             result = train_two_phase(cfg, data, **kwargs)
         out["precision"] = result.precision
         out["phase2_validation_cached"] = bool(result.timing.get("phase2_validation_cached"))
-        return {"wall_s": result.timing[timing_key], "rss_peak": mem.rss_peak, "gpu_peak": mem.gpu_peak,
+        return {"wall_s": result.timing[timing_key], "cpu_s": cpu.get(2 if phase == "phase2" else 1),
+                "rss_peak": mem.rss_peak, "gpu_peak": mem.gpu_peak,
                 "test_accuracy": result.test["test_accuracy"] if result.test else None,
                 "test_loss": result.test["test_loss"] if result.test else None,
                 "best_val_accuracy": result.best_val_accuracy}
@@ -267,8 +297,9 @@ def run_trainer(job: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ the ceiling
-def _steps_per_second(step: Callable, xs, ys, steps: int, jit: bool, min_seconds: float) -> float:
-    """Calls of `step(x, y)` per second, on batches already on the device.
+def _steps_per_second(step: Callable, xs, ys, steps: int, jit: bool, min_seconds: float) -> tuple[float, float]:
+    """Calls of `step(x, y)` per wall second and per CPU second of this process, on batches already
+    on the device.
 
     `xs` (M, B, ...) and `ys` (M, B, 1) are device tensors; `step` runs `steps` times per call of
     one tf.function (a tf.while_loop over the M batches in turn: no input pipeline, no Python
@@ -290,13 +321,13 @@ def _steps_per_second(step: Callable, xs, ys, steps: int, jit: bool, min_seconds
         return tf.while_loop(lambda i, acc: i < count, body, (tf.constant(0), tf.constant(0.0)))[1]
 
     loop(tf.constant(1)).numpy()  # trace and warm up
-    done, start = 0, time.perf_counter()
+    done, start, cpu = 0, time.perf_counter(), time.process_time()
     while True:
         loop(tf.constant(steps)).numpy()  # .numpy(): wait for the device
         done += steps
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
-            return done / elapsed
+            return done / elapsed, done / max(time.process_time() - cpu, 1e-9)
 
 
 def ceiling(cfg, phase: str, n_train: int, min_seconds: float = 0.5) -> dict[str, Any]:
@@ -310,7 +341,8 @@ def ceiling(cfg, phase: str, n_train: int, min_seconds: float = 0.5) -> dict[str
         {"forward": the base forward (image -> pooled features) in images/s, and per phase
         "head_step" (p1: the head's train step on (B, 512) features), "step" (p1aug: the model's
         train step with the base frozen, i.e. base forward + head step; phase2: the train step
-        with phase2.unfreeze_layers convs unfrozen), in images/s; "unfrozen": that count}.
+        with phase2.unfreeze_layers convs unfrozen), in images/s; "cpu": the same rates in images
+        per CPU second of this process; "unfrozen": that count; "dense_units": the head's width}.
     """
     import keras
     import numpy as np
@@ -334,24 +366,28 @@ def ceiling(cfg, phase: str, n_train: int, min_seconds: float = 0.5) -> dict[str
                       metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], jit_compile=jit,
                       steps_per_execution=cfg.steps_per_execution)
 
-    def train_rate(model, xs, count: int) -> float:
-        model.optimizer.build(model.trainable_variables)  # its variables, before the traced loop
-        return bs * _steps_per_second(lambda x, y: model.train_step((x, y))["loss"], xs, labels, count, jit,
-                                      min_seconds)
+    rates: dict[str, Any] = {"cpu": {}}
 
-    rates: dict[str, Any] = {"forward": bs * _steps_per_second(lambda x, y: clf.features(x, training=False), images,
-                                                                labels, steps, jit, min_seconds)}
+    def measure(name: str, step: Callable, xs, count: int) -> None:
+        wall, cpu = _steps_per_second(step, xs, labels, count, jit, min_seconds)
+        rates[name], rates["cpu"][name] = bs * wall, bs * cpu
+
+    def train_step(model) -> Callable:
+        model.optimizer.build(model.trainable_variables)  # its variables, before the traced loop
+        return lambda x, y: model.train_step((x, y))["loss"]
+
+    measure("forward", lambda x, y: clf.features(x, training=False), images, steps)
     if phase == "p1":
         features = tf.constant(rng.normal(0, 1, (m, bs, FEATURE_DIM)).astype("float32"))
         compile_(clf.head, cfg.phase1.optimizer, cfg.phase1.learning_rate)
-        rates["head_step"] = train_rate(clf.head, features, max(steps, 64))
+        measure("head_step", train_step(clf.head), features, max(steps, 64))
     elif phase == "p1aug":
         compile_(clf.model, cfg.phase1.optimizer, cfg.phase1.learning_rate)
-        rates["step"] = train_rate(clf.model, images, steps)
+        measure("step", train_step(clf.model), images, steps)
     else:
         unfreeze(clf.base, cfg.phase2.unfreeze_layers)
         compile_(clf.model, cfg.phase2.optimizer, cfg.phase2.learning_rate)
-        rates["step"] = train_rate(clf.model, images, steps)
+        measure("step", train_step(clf.model), images, steps)
     rates["unfrozen"] = cfg.phase2.unfreeze_layers
     rates["dense_units"] = cfg.model.dense_units
     return rates

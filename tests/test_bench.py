@@ -110,7 +110,7 @@ def _table_rows(out):
 def test_bench_train_prints_every_column_for_every_phase_pipeline_and_ceiling(bench_run):
     out, rows, _ = bench_run
     header = next(line for line in out.splitlines() if line.startswith("phase "))
-    for column in ("n", "img/s", "% ceiling", "vs seed", "peak RSS MB", "TFLOP/s", "% peak", "test acc", "wall s"):
+    for column in ("n", "img/s", "% ceiling", "% ceil CPU", "vs seed", "peak RSS MB", "TFLOP/s", "% peak", "test acc", "wall s"):
         assert column in header
     printed = _table_rows(out)
     kinds = [(r.phase, r.impl) for r in rows]
@@ -125,7 +125,8 @@ def test_bench_train_prints_every_column_for_every_phase_pipeline_and_ceiling(be
         assert cells[2] == str(n)  # the repeat count on every row
         assert len(row.runs) == n
         if row.impl == "trainer":  # % of its ceiling and the ratio to the seed on every trainer row
-            assert "x" in line and row.figure("ceiling_fraction").n == 2 and row.ratio > 0
+            assert "x" in line and row.ratio > 0
+            assert row.figure("ceiling_fraction").n == 2 and row.figure("ceiling_cpu_fraction").n == 2
         if row.impl != "ceiling":  # its own memory and test accuracy
             assert row.figure("rss_peak_mb").n == n and row.figure("test_accuracy").n == n
         assert row.figure("tflops").n == n and row.figure("peak_fraction").n == n  # the CPU peak is known
@@ -136,8 +137,10 @@ def test_bench_train_prints_every_column_for_every_phase_pipeline_and_ceiling(be
 def test_bench_train_prints_spreads_of_the_repeats(bench_run):
     out, rows, _ = bench_run
     for line, row in zip(_table_rows(out), rows):
-        if row.impl == "trainer":  # img/s, % ceiling, memory, TFLOP/s, % peak, test acc, wall: each with ±
-            assert line.count("±") == 7, line
+        if row.impl == "trainer":  # img/s, both % ceiling, memory, TFLOP/s, % peak, test acc, wall: each with ±
+            assert line.count("±") == 8, line
+        elif row.impl == "ceiling":  # img/s, TFLOP/s, % peak, wall
+            assert line.count("±") == 4, line
         elif row.impl == "seed":  # one run: no spread
             assert "±" not in line
     assert "median ± half the range" in out
