@@ -233,7 +233,7 @@ def idle_slots(spans: list[tuple[float, float]], t0: float, t1: float, slots: in
 
 
 def figures(clock: TrialClock, t0: float, t1: float, slots: int, cpu: float = 1.0, gpu: float = 0.0,
-            statuses: dict[str, str] | None = None) -> dict[str, Any]:
+            statuses: dict[str, str] | None = None, first_line_at: float | None = None) -> dict[str, Any]:
     """The bench's figures from one search's TrialClock.
 
     Args:
@@ -242,6 +242,8 @@ def figures(clock: TrialClock, t0: float, t1: float, slots: int, cpu: float = 1.
         slots: trials at a time (`search.max_concurrent`).
         cpu, gpu: what each trial holds: idle slot-seconds times these are idle core- and GPU-seconds.
         statuses: trial id -> its row's status (finished, stopped, errored), for the counts.
+        first_line_at: when the search printed its first progress line (after Ray's start and the
+            checks, before the weights, data and features), to split the driver's start.
 
     Returns:
         A dict of plain numbers, lists and dicts (strict JSON once NaN is None; `format_figures`
@@ -295,6 +297,8 @@ def figures(clock: TrialClock, t0: float, t1: float, slots: int, cpu: float = 1.
     cold, warm = stats(fixed["cold"]), stats(fixed["warm"])
     driver_start = breakdown["driver_start"]["sum"] / slots if slots else 0.0
     loop = (clock.loop_started - t0) if clock.loop_started is not None else None
+    ray_start = (first_line_at - t0) if first_line_at is not None and loop is not None and first_line_at <= t0 + loop \
+        else None
     counts: dict[str, int] = {}
     for status in (statuses or {}).values():
         counts[status] = counts.get(status, 0) + 1
@@ -309,10 +313,17 @@ def figures(clock: TrialClock, t0: float, t1: float, slots: int, cpu: float = 1.
         "epoch_share": epoch_s / slot_s if slot_s else None,
         "first_epoch_excess": stats(first_epoch_excess),
         "breakdown": breakdown, "accounted_s": accounted, "overlap_s": overlap,
-        "driver_start_parts": {"before_tuner_s": loop, "tuner_to_first_trial_s":
-                               (driver_start - loop) if loop is not None else None},
-        "idle_core_s": {"pending": breakdown["idle_pending"]["sum"] * cpu, "tail": breakdown["idle_tail"]["sum"] * cpu},
-        "idle_gpu_s": {"pending": breakdown["idle_pending"]["sum"] * gpu, "tail": breakdown["idle_tail"]["sum"] * gpu},
+        "driver_start_parts": {"ray_start_s": ray_start,
+                               "resolve_s": (loop - ray_start) if ray_start is not None else None,
+                               "before_tuner_s": loop,
+                               "tuner_to_first_trial_s": (driver_start - loop) if loop is not None else None},
+        # cores (GPUs) a slot holds with no epoch while trials wait: no trial in it yet, or one launching
+        # (Ray's PENDING: its actor starting or being reset); and in the tail
+        **{f"idle_{unit}_s": {"pending": (breakdown["idle_pending"]["sum"] + breakdown["launch"]["sum"]) * per,
+                              "pending_no_trial": breakdown["idle_pending"]["sum"] * per,
+                              "pending_launching": breakdown["launch"]["sum"] * per,
+                              "tail": breakdown["idle_tail"]["sum"] * per}
+           for unit, per in (("core", cpu), ("gpu", gpu))},
         "fixed": {"cold": cold, "warm": warm},
         "n_cold": cold["n"], "n_warm": warm["n"],
         "warm_over_cold": (warm["median"] / cold["median"]) if cold["median"] and warm["median"] is not None else None,
@@ -373,16 +384,21 @@ def format_figures(f: dict[str, Any]) -> str:
                              "much; start and end shift by it, their sum does not)")
         if key == "driver_start" and f["driver_start_parts"]["before_tuner_s"] is not None:
             d = f["driver_start_parts"]
-            lines.append(f"      Ray, checks, weights, data, features: {d['before_tuner_s']:.1f} s; Tuner to the "
-                         f"first trial: {d['tuner_to_first_trial_s']:.1f} s (x {f['slots']} slots)")
+            head = (f"Ray's start and checks {d['ray_start_s']:.1f} s; weights, data, features {d['resolve_s']:.1f} s"
+                    if d["ray_start_s"] is not None else f"Ray, checks, weights, data, features {d['before_tuner_s']:.1f} s")
+            lines.append(f"      {head}; Tuner to the first trial {d['tuner_to_first_trial_s']:.1f} s (each x {f['slots']} slots)")
     total = f["accounted_s"]
     lines.append(f"    {'total':<56}{total:8.1f} {100 * total / f['slot_s'] if f['slot_s'] else 0:6.1f} %")
     if f["overlap_s"] > 0:
         lines.append(f"    (more trials than slots at once for {f['overlap_s']:.1f} slot-s: the total exceeds wall x slots)")
-    ic, ig = f["idle_core_s"], f["idle_gpu_s"]
-    gpu = (f"; idle GPU-s {ig['pending']:.1f} and {ig['tail']:.1f}" if f["gpu_per_trial"] else "")
-    lines.append(f"  idle cores while trials were left to start {ic['pending']:8.1f} core-s   (goal 0; "
-                 f"{b['idle_pending']['n']} stretches); in the tail {ic['tail']:.1f} core-s{gpu}")
+    for unit, what in (("core", "cores"), ("gpu", "GPUs")):
+        if unit == "gpu" and not f["gpu_per_trial"]:
+            continue
+        i = f[f"idle_{unit}_s"]
+        lines.append(f"  {what} idle while a trial was pending  {i['pending']:8.1f} {unit}-s (goal 0): "
+                     f"{i['pending_no_trial']:.1f} with no trial in the slot ({b['idle_pending']['n']} stretches), "
+                     f"{i['pending_launching']:.1f} while one launched ({b['launch']['n']} launches); "
+                     f"in the tail {i['tail']:.1f} {unit}-s")
     fx = f["fixed"]
     lines += ["  fixed overhead per trial (launch + start + phase-2 start + end)",
               f"    cold (first trial of its worker)    {_spread(fx['cold'])}",
@@ -473,14 +489,20 @@ def bench_search(spec: SearchSpec, *, name: str | None = None, single: bool = Fa
 
     name = name or f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     clock = TrialClock()
+    said: list[float] = []
+
+    def timed_echo(line: str) -> None:
+        said.append(time.time())
+        echo(line)
+
     t0 = time.time()
-    summary = run_search(spec, name=name, echo=echo, callbacks=[clock], num_cpus=num_cpus)
+    summary = run_search(spec, name=name, echo=timed_echo, callbacks=[clock], num_cpus=num_cpus)
     t1 = time.time()
     frame = summary.trials
     statuses = (dict(zip(frame["trial_id"].astype(str), frame["status"].astype(str)))
                 if frame is not None and len(frame) and "status" in frame else {})
     r = spec.search.resources_per_trial
-    out = figures(clock, t0, t1, spec.search.max_concurrent, r.cpu, r.gpu, statuses)
+    out = figures(clock, t0, t1, spec.search.max_concurrent, r.cpu, r.gpu, statuses, said[0] if said else None)
     out["experiment_path"] = summary.experiment_path
     best_config = Path(summary.experiment_path, "best_config.yaml")
     if single and not spec.search.debug.dry_run and best_config.is_file():
