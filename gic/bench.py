@@ -33,6 +33,7 @@ Hardware peaks (`cpu_peak`, `gpu_peak`) turn achieved FLOP/s into a fraction of 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -42,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +288,25 @@ def run_job(job: dict[str, Any], label: str, timeout: float | None = DEFAULT_TIM
     raise BenchRunFailed(f"benchmark run {label} failed (exit {proc.returncode}):\n{tail}")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises KeyboardInterrupt (in the main thread): the run under way is
+    killed with its process group and the temporary folder removed, as on Ctrl-C. A run is in a
+    session of its own, so a signal to ours does not reach it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -423,7 +444,7 @@ def bench_train(data: str | Path, size: int, epochs: int = 2, batch_size: int = 
               "seed": seed, "threads": threads, "dense_units": HEAD_UNITS, "dropout_rate": 0.5,
               "precision": precision, "overrides": list(overrides)}
     results: list[tuple[str, str, int, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="gic-bench-") as tmp:
+    with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="gic-bench-") as tmp:
         plan = plan_runs(common, Path(tmp), impls, which, repeats, seed_repeats)
         for i, (impl, phase, r, job) in enumerate(plan, start=1):
             count = repeats if impl == "trainer" else seed_repeats

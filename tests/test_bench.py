@@ -178,3 +178,27 @@ def test_bench_train_names_a_missing_split_and_a_bad_override(synth_dir, tmp_pat
     assert "validation: missing" in result.output
     result = CliRunner().invoke(main, ["bench", "train", "--data", str(synth_dir), "--set", "phase1.epoch=2"])
     assert result.exit_code == 2 and "phase1.epochs" in result.output and "Traceback" not in result.output
+
+
+def test_sigterm_stops_the_run_under_way_and_leaves_no_temporary_folder(synth_dir, tmp_path):
+    import os
+    import subprocess
+    import time
+
+    import psutil
+
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "gic.cli", "bench", "train", "--data", str(synth_dir), *TINY],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while not parent.children() and time.monotonic() < deadline:  # the first run has started
+        time.sleep(0.1)
+    runs = parent.children()
+    assert runs and list(tmp_path.glob("gic-bench-*"))
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in out and "Traceback" not in out
+    gone, alive = psutil.wait_procs(runs, timeout=10)
+    assert not alive  # the run in its own session went too
+    assert not list(tmp_path.glob("gic-bench-*"))
