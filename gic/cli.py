@@ -309,7 +309,8 @@ def bench_train_cmd(data_dir: Path, size: int, epochs: int, batch_size: int, pre
     """Each phase of the trainer against its ceiling on this machine and against the seed pipeline.
 
     Per phase (1 without augmentation on cached features, 1 with augmentation, 2 with 3 conv layers
-    unfrozen) and pipeline: images/s, % of the ceiling, ratio to the seed, peak memory, FLOP/s and
+    unfrozen) and pipeline: images/s, % of the ceiling (in wall time, and in CPU seconds, which
+    another process's load does not change), ratio to the seed, peak memory, FLOP/s and
     the fraction of the hardware's peak, test accuracy after that phase, wall time. Every run is its
     own process; figures are medians over the repeats with ± half their range.
 
