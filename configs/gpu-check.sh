@@ -30,8 +30,8 @@ print({s: sum(1 for _ in (root / s).rglob("*.png")) for s in ("train", "validati
 PY
 fi
 
-echo "== gic bench train (180 px, 3 epochs per phase; ~3 min) =="
-timeout 300 gic bench train --data "$DATA" --size 180 --epochs 3 --weights hed --precision auto
+echo "== gic bench train (180 px, 3 epochs per phase, one repeat; ~5 min) =="
+timeout 600 gic bench train --data "$DATA" --size 180 --epochs 3 --weights hed --precision auto --repeats 1
 
 echo "== 64-trial search at 0.25 GPU per trial (~5 min) =="
 rm -rf "$WORK/results/gpu-check"
