@@ -125,10 +125,17 @@ def configure_worker(settings: dict[str, Any]) -> dict[str, Any]:
 def reset_keras() -> None:
     """Drop what an earlier trial left in this (reused) worker: Keras' global state, TensorFlow's
     graph and kernel caches, and the trial's models (garbage-collected). The base weights and the
-    phase-1 features are plain arrays in gic's caches and stay."""
+    phase-1 features are plain arrays in gic's caches and stay. The first call in a process then
+    freezes what is alive (TensorFlow and Keras: ~400k objects) out of the collector's scans
+    (gc.freeze), so each later reset scans the last trial's objects only: 0.07 s instead of 0.5 s
+    on the loaded 2-core machine (gic-tune bench's "TensorFlow set-up, Keras reset")."""
+    import gc
+
     import keras
 
     keras.backend.clear_session(free_memory=True)
+    if not gc.get_freeze_count():
+        gc.freeze()
 
 
 def _node_id() -> str:
