@@ -77,8 +77,8 @@ class SearchSettings(_Strict):
     n_startup_trials: int = Field(8, ge=0, description="random trials before TPE models the results")
     seed: int = 0
     # Measured (README, "Rungs where they pay", ASHA replayed on searches run to the end): compute rungs
-    # at grace 2, rf 2 kept the best trial at about half the epoch time on faces-dev and the demo's data,
-    # so the shipped searches use them; epoch stays the default of a search file that does not say.
+    # at grace 2, rf 2 kept the best trial at about half the epoch time; they suit a search whose phase
+    # 1 never augments (configs/faces-dev.yaml). Epoch stays the default.
     budget: Literal["compute", "epoch"] = Field(
         "epoch", description="what ASHA's rungs measure: epochs, or compute used (base forward passes over the "
                              "training split, gic.cost)")
