@@ -110,9 +110,16 @@ def test_bench_prints_every_figure_with_count_and_spread_for_a_real_search(synth
     assert b["idle_tail"]["sum"] == 0 and fig["idle_core_s"]["tail"] == 0
     # a pending trial's core: no trial in the slot yet, or one launching (1 CPU per trial)
     assert fig["idle_core_s"]["pending"] == pytest.approx(b["idle_pending"]["sum"] + b["launch"]["sum"])
-    # the fixed overhead per trial is its launch, start, phase-2 start and end
+    # the fixed overhead per trial is its launch, start, phase-2 start and end; per trial in the JSON
     fixed = fig["fixed"]["cold"]["sum"] + fig["fixed"]["warm"]["sum"]
     assert fixed == pytest.approx(sum(b[k]["sum"] for k in ("launch", "start", "phase2_start", "end")))
+    per_trial = fig["per_trial"]
+    assert [t["kind"] for t in per_trial] == ["cold", "warm", "warm"] and sorted(t["trial_id"] for t in per_trial) == \
+        sorted(frame["trial_id"].astype(str))
+    assert [t["n_epochs"] for t in per_trial] == [3, 3, 3]
+    for key, _ in (*CATEGORIES[:1], *CATEGORIES[2:9], *START_PARTS):  # the trials' own segments
+        assert sum(t[key] for t in per_trial) == pytest.approx(b[key]["sum"], abs=1e-6), key
+    assert "medians: launch" in text
     # printed with its count and spread: "median M (min - max), n = N" wherever there are several
     lines = text.splitlines()
     shares = []

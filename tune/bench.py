@@ -70,6 +70,7 @@ CATEGORIES = (
     ("idle_tail", "idle slot in the tail (fewer trials than slots)"),
     ("driver_end", "driver end: tables, Ray shutdown"),
 )
+FIXED_PARTS = ("launch", "start", "phase2_start", "end")  # a trial's fixed overhead: what does not scale with epochs
 # Parts of `start` (worker clock), shown under it.
 START_PARTS = (
     ("start_dispatch", "Ray: train call, thread, shipped objects"),
@@ -251,12 +252,14 @@ def figures(clock: TrialClock, t0: float, t1: float, slots: int, cpu: float = 1.
     """
     wall = t1 - t0
     slot_s = wall * slots
+    ids = {id(t): trial_id for trial_id, t in clock.trials.items()}
     trials = sorted(clock.trials.values(), key=lambda t: (t.start or t.created, t.created))
     parts: dict[str, list[float]] = {k: [] for k, _ in (*CATEGORIES, *START_PARTS)}
     fixed: dict[str, list[float]] = {"cold": [], "warm": []}
     first_epoch_excess: list[float] = []
     epochs_by_phase: dict[int, list[float]] = {1: [], 2: []}
     per_trial_epochs: list[int] = []
+    per_trial: list[dict[str, Any]] = []
     seen_pids: set[Any] = set()
     for times in trials:
         seg = trial_segments(times, t1)
@@ -277,7 +280,9 @@ def figures(clock: TrialClock, t0: float, t1: float, slots: int, cpu: float = 1.
         pid = times.results[0][1].get("worker_pid") or times.results[0][1].get("pid")
         kind = "warm" if pid is not None and pid in seen_pids else "cold"
         seen_pids.add(pid)
-        fixed[kind].append(sum(sum(seg[k]) for k in ("launch", "start", "phase2_start", "end")))
+        fixed[kind].append(sum(sum(seg[k]) for k in FIXED_PARTS))
+        per_trial.append({"trial_id": ids[id(times)], "kind": kind, "n_epochs": len(times.results),
+                          "phase2": bool(seg["phase2_start"]), **{k: sum(v) for k, v in seg.items()}})
     spans = [(t.created, t.end if t.end is not None else t1) for t in trials]
     idle = idle_slots(spans, t0, t1, slots)
     for key in ("driver_start", "driver_end", "idle_pending", "idle_tail"):
@@ -325,6 +330,11 @@ def figures(clock: TrialClock, t0: float, t1: float, slots: int, cpu: float = 1.
                               "tail": breakdown["idle_tail"]["sum"] * per}
            for unit, per in (("core", cpu), ("gpu", gpu))},
         "fixed": {"cold": cold, "warm": warm},
+        # the median of each part of the fixed overhead, over the cold and over the warm trials
+        "fixed_parts": {kind: {k: stats([t[k] for t in per_trial if t["kind"] == kind
+                                         and (k != "phase2_start" or t["phase2"])])["median"]
+                               for k in (*FIXED_PARTS, *(p for p, _ in START_PARTS))} for kind in ("cold", "warm")},
+        "per_trial": per_trial,  # each trial: kind, n_epochs, and its segments in seconds (epochs: their sum)
         "n_cold": cold["n"], "n_warm": warm["n"],
         "warm_over_cold": (warm["median"] / cold["median"]) if cold["median"] and warm["median"] is not None else None,
         "results_per_s": n_results / wall if wall else None,
@@ -400,9 +410,16 @@ def format_figures(f: dict[str, Any]) -> str:
                      f"{i['pending_launching']:.1f} while one launched ({b['launch']['n']} launches); "
                      f"in the tail {i['tail']:.1f} {unit}-s")
     fx = f["fixed"]
-    lines += ["  fixed overhead per trial (launch + start + phase-2 start + end)",
-              f"    cold (first trial of its worker)    {_spread(fx['cold'])}",
-              f"    warm (a reused worker)              {_spread(fx['warm'])}"]
+    lines.append("  fixed overhead per trial (launch + start + phase-2 start + end)")
+    for kind, label in (("cold", "cold (first trial of its worker)"), ("warm", "warm (a reused worker)")):
+        lines.append(f"    {label:<36}{_spread(fx[kind])}")
+        m = f["fixed_parts"][kind]
+        if fx[kind]["n"] and m["start"] is not None:
+            def part(key: str) -> str:
+                return "-" if m[key] is None else f"{m[key]:.2f}"
+            lines.append(f"      medians: launch {part('launch')}, start {part('start')} (TensorFlow set-up and "
+                         f"Keras reset {part('start_prepare')}, build and compile {part('start_build')}), phase-2 start "
+                         f"{part('phase2_start')}, end {part('end')} s")
     ratio = f["warm_over_cold"]
     caveat = f"from {fx['cold']['n']} cold and {fx['warm']['n']} warm trials"
     if fx["cold"]["n"] < 3:
