@@ -218,7 +218,9 @@ def rungs_cmd(results_dir: Path, schemes: tuple[str, ...]) -> None:
     For each rung, the rank correlation between the trials' objective (best val accuracy so far)
     where they reached the rung and their final objective, over the trials that ran to the end. On
     a search run without early stopping (--set search.early_stopping=false) it compares schemes on
-    the same trials.
+    the same trials, and replays Ray's ASHA rule on them: per scheme, the trials it would stop, the
+    share of the epoch time it would spend, the best score it would still find, whether it keeps the
+    trial that was best at the end, and the final ranks of the trials it lets finish.
 
     \b
     Examples:
@@ -260,7 +262,10 @@ def rungs_cmd(results_dir: Path, schemes: tuple[str, ...]) -> None:
         for r in replays:
             click.echo(f"{r.scheme:>22}  {r.stopped:>5}  {100 * r.epoch_time_share:>9.0f}%  {r.best_found:>10.4f}  "
                        f"{'yes' if r.best_kept else 'NO':>9}  {' '.join(map(str, r.kept_ranks))}")
-        click.echo("epoch time: the epoch seconds the scheme would have spent, against the search's own")
+        click.echo("epoch time: the epoch seconds the scheme would have spent, against the search's own; best found: "
+                   "the highest best val accuracy any trial reached before its stop or end; best kept: the trial "
+                   "best at the end is not stopped; final ranks kept: the ranks at the end (1 = best) of the "
+                   "trials it lets finish")
 
 
 @main.command("retrain")
