@@ -397,6 +397,10 @@ def format_figures(f: dict[str, Any]) -> str:
             head = (f"Ray's start and checks {d['ray_start_s']:.1f} s; weights, data, features {d['resolve_s']:.1f} s"
                     if d["ray_start_s"] is not None else f"Ray, checks, weights, data, features {d['before_tuner_s']:.1f} s")
             lines.append(f"      {head}; Tuner to the first trial {d['tuner_to_first_trial_s']:.1f} s (each x {f['slots']} slots)")
+            shown = [f"{at:.1f} s {text[:44] + ('...' if len(text) > 44 else '')}" for at, text in f.get("driver_lines", [])
+                     if not text.startswith(" ")]
+            if shown:
+                lines.append("      progress lines at: " + "; ".join(shown))
     total = f["accounted_s"]
     lines.append(f"    {'total':<56}{total:8.1f} {100 * total / f['slot_s'] if f['slot_s'] else 0:6.1f} %")
     if f["overlap_s"] > 0:
@@ -506,10 +510,10 @@ def bench_search(spec: SearchSpec, *, name: str | None = None, single: bool = Fa
 
     name = name or f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     clock = TrialClock()
-    said: list[float] = []
+    said: list[tuple[float, str]] = []  # the search's progress lines and when they were printed
 
     def timed_echo(line: str) -> None:
-        said.append(time.time())
+        said.append((time.time(), line))
         echo(line)
 
     t0 = time.time()
@@ -519,7 +523,10 @@ def bench_search(spec: SearchSpec, *, name: str | None = None, single: bool = Fa
     statuses = (dict(zip(frame["trial_id"].astype(str), frame["status"].astype(str)))
                 if frame is not None and len(frame) and "status" in frame else {})
     r = spec.search.resources_per_trial
-    out = figures(clock, t0, t1, spec.search.max_concurrent, r.cpu, r.gpu, statuses, said[0] if said else None)
+    out = figures(clock, t0, t1, spec.search.max_concurrent, r.cpu, r.gpu, statuses, said[0][0] if said else None)
+    # the driver's start, step by step: each progress line printed before the Tuner's loop began
+    loop = clock.loop_started or t1
+    out["driver_lines"] = [[round(at - t0, 2), line] for at, line in said if at <= loop]
     out["experiment_path"] = summary.experiment_path
     best_config = Path(summary.experiment_path, "best_config.yaml")
     if single and not spec.search.debug.dry_run and best_config.is_file():
